@@ -1,0 +1,55 @@
+"""The ``pfcompose`` command line: a click group whose commands live in ``pfcompose.commands``.
+
+Each command module registers itself here, so adding a verb never touches another's file.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from pfcompose import __version__
+
+# (module in pfcompose.commands, attribute) of every command, in help order.
+_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("config_cmd", "config"),
+    ("config_cmd", "schema"),
+    ("sandbox_cmd", "sandbox"),
+    ("up_cmd", "up"),
+)
+
+
+class _Group(click.Group):
+    """A group that imports each command's module only when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for _, name in _COMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        for module_name, attr in _COMMANDS:
+            if attr != name:
+                continue
+            try:
+                module = importlib.import_module(f"pfcompose.commands.{module_name}")
+            except ModuleNotFoundError as exc:
+                if exc.name == f"pfcompose.commands.{module_name}":
+                    return None
+                raise
+            command = getattr(module, attr, None)
+            return command if isinstance(command, click.Command) else None
+        return None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="pfcompose")
+def main() -> None:
+    """Compose for Kubernetes port-forwards.
+
+    Declare every forward a project needs in forwards.yaml; `pfcompose up` runs them
+    all in one process and keeps them alive through pod restarts.
+    """
