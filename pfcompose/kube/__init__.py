@@ -1,0 +1,31 @@
+"""Cluster access and target resolution: kubeconfig → endpoint, target → pod and ports."""
+
+from pfcompose.kube.access import ClusterAccess, KubeConfigError, load_access
+from pfcompose.kube.client import KubeApiError, KubeClient, KubeConnectionError
+from pfcompose.kube.resolve import (
+    NoReadyPod,
+    PodNotRunning,
+    ResolvedTarget,
+    ResolveError,
+    TargetError,
+    pick_pod,
+    resolve,
+    translate_ports,
+)
+
+__all__ = [
+    "ClusterAccess",
+    "KubeApiError",
+    "KubeClient",
+    "KubeConfigError",
+    "KubeConnectionError",
+    "NoReadyPod",
+    "PodNotRunning",
+    "ResolveError",
+    "ResolvedTarget",
+    "TargetError",
+    "load_access",
+    "pick_pod",
+    "resolve",
+    "translate_ports",
+]
