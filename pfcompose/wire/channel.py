@@ -1,0 +1,407 @@
+"""The kubelet's WebSocket channel protocol for port-forward (transport C, §5).
+
+``v4.channel.k8s.io`` (and ``""``): each binary message is one channel byte plus
+payload. ``v4.base64.channel.k8s.io``: each text message is ``'0'+channel`` plus
+the standard base64 of the payload. Port *i* of the request (0-based, duplicates
+allowed) owns data channel ``2i`` and error channel ``2i+1``. On open the server
+sends, per port, ``[2i, port LE16]`` then ``[2i+1, port LE16]``.
+
+:class:`ChannelCodec` is the sans-IO part (framing, preamble, validation, as the
+kubelet and the official Python client do it). :class:`ChannelClient` and
+:class:`ChannelServer` are thin trio drivers over a
+:class:`~pfcompose.wire.websocket.WebSocketConnection`; each exposes one
+``trio.abc.Stream`` per port. Their ``run()`` pump must run in the caller's nursery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+from .errors import ProtocolError
+from .websocket import NORMAL_CLOSURE, WebSocketConnection
+
+CHANNEL_BINARY = "v4.channel.k8s.io"
+CHANNEL_BASE64 = "v4.base64.channel.k8s.io"
+SEND_CHUNK = 256 * 1024
+"""Largest payload per message we send (the kubelet reads up to 32 MiB frames)."""
+BUFFER_LIMIT = 1024 * 1024
+"""Per-port receive buffer; when full, the pump waits (the kubelet's pipe does the same)."""
+
+Role = Literal["client", "server"]
+
+
+@dataclass(frozen=True)
+class PortData:
+    """Bytes for port ``index`` (data channel ``2*index``)."""
+
+    index: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PortError:
+    """Error text for port ``index`` (error channel ``2*index+1``), server → client only."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class PortConfirmed:
+    """The client saw a correct preamble on ``channel`` for port ``index``."""
+
+    index: int
+    channel: int
+
+
+ChannelEvent = PortData | PortError | PortConfirmed
+
+
+def port_preamble(channel: int, port: int) -> bytes:
+    """``[channel, port & 0xff, port >> 8]``, e.g. ``00 90 1f`` for 8080 on channel 0."""
+    return bytes((channel, port & 0xFF, port >> 8))
+
+
+class ChannelCodec:
+    """Framing and channel bookkeeping of one channel-protocol WebSocket, either role."""
+
+    def __init__(
+        self, ports: Sequence[int], protocol: str = CHANNEL_BINARY, *, role: Role = "client"
+    ) -> None:
+        if protocol not in ("", CHANNEL_BINARY, CHANNEL_BASE64):
+            raise ValueError(f"unsupported channel protocol {protocol!r}")
+        self.ports = tuple(ports)
+        self.protocol = protocol
+        self.base64 = protocol == CHANNEL_BASE64
+        self.role: Role = role
+        self._confirmed = [False] * (2 * len(self.ports))
+
+    @property
+    def channels(self) -> int:
+        return 2 * len(self.ports)
+
+    def encode(self, channel: int, payload: bytes | bytearray | memoryview) -> bytes | str:
+        """One message carrying ``payload`` on ``channel``."""
+        if self.base64:
+            return chr(ord("0") + channel) + base64.b64encode(payload).decode("ascii")
+        return bytes((channel,)) + bytes(payload)
+
+    def decode(self, message: bytes | str) -> tuple[int, bytes] | None:
+        """``(channel, payload)``; None for an empty message or undecodable base64."""
+        if not message:
+            return None
+        if isinstance(message, str):
+            channel = ord(message[0]) - ord("0")
+            try:
+                return channel, base64.b64decode(message[1:], validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        return message[0], message[1:]
+
+    def preamble(self) -> list[bytes | str]:
+        """Server: the messages sent first, per port data then error channel."""
+        out: list[bytes | str] = []
+        for i, port in enumerate(self.ports):
+            for channel in (2 * i, 2 * i + 1):
+                out.append(self.encode(channel, port_preamble(channel, port)[1:]))
+        return out
+
+    def receive(self, message: bytes | str) -> list[ChannelEvent]:
+        """Events for one incoming message (role-dependent checks)."""
+        if self.role == "server":
+            return self._receive_server(message)
+        return self._receive_client(message)
+
+    def _receive_server(self, message: bytes | str) -> list[ChannelEvent]:
+        # kubelet: ignore empty / undecodable messages, unknown channels, and
+        # anything written to an error channel (write-only for the server).
+        decoded = self.decode(message)
+        if decoded is None:
+            return []
+        channel, payload = decoded
+        if channel < 0 or channel >= self.channels or channel % 2:
+            return []
+        return [PortData(channel // 2, payload)]
+
+    def _receive_client(self, message: bytes | str) -> list[ChannelEvent]:
+        if not message:
+            return []
+        decoded = self.decode(message)
+        if decoded is None:
+            raise ProtocolError("invalid base64 in a channel message")
+        channel, payload = decoded
+        if channel < 0 or channel >= self.channels:
+            raise ProtocolError(f"unexpected channel {channel}")
+        index = channel // 2
+        if not self._confirmed[channel]:
+            if len(payload) != 2:
+                raise ProtocolError(
+                    f"unexpected initial channel frame data size on channel {channel}"
+                )
+            port = payload[0] | payload[1] << 8
+            if port != self.ports[index]:
+                raise ProtocolError(
+                    f"unexpected port number in initial channel frame: {port} "
+                    f"(channel {channel}, requested {self.ports[index]})"
+                )
+            self._confirmed[channel] = True
+            return [PortConfirmed(index, channel)]
+        if not payload:
+            return []
+        if channel % 2:
+            return [PortError(index, payload.decode("utf-8", "replace"))]
+        return [PortData(index, payload)]
+
+
+class _ByteQueue:
+    """Bounded FIFO of byte chunks between the pump and one port's reader."""
+
+    def __init__(self, limit: int) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = limit
+        self._eof = False
+        self._readers = trio.lowlevel.ParkingLot()
+        self._writers = trio.lowlevel.ParkingLot()
+
+    async def put(self, data: bytes) -> None:
+        while self._size >= self._limit and not self._eof:
+            await self._writers.park()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._eof:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        self._readers.unpark_all()
+
+    def close(self) -> None:
+        """No more data will come: readers drain what is queued, then see EOF."""
+        self._eof = True
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+    def discard(self) -> None:
+        """The reader is gone: drop what is queued and accept (and drop) the rest."""
+        self.close()
+        self._chunks.clear()
+        self._size = 0
+
+    async def get(self, max_bytes: int | None) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                await trio.lowlevel.checkpoint()
+                return b""
+            await self._readers.park()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        chunk = self._chunks.popleft()
+        if max_bytes is not None and len(chunk) > max_bytes:
+            self._chunks.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        self._size -= len(chunk)
+        self._writers.unpark_all()
+        return chunk
+
+
+class ChannelStream(trio.abc.Stream):
+    """One port's data channel as a byte stream (no half-close: the protocol has none)."""
+
+    def __init__(self, owner: _ChannelDriver, index: int) -> None:
+        self._owner = owner
+        self.index = index
+        self._queue = _ByteQueue(owner.buffer_limit)
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        return self._owner.ports[self.index]
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("channel stream was closed")
+        view = memoryview(data)
+        channel = 2 * self.index
+        for start in range(0, max(len(view), 1), SEND_CHUNK):
+            piece = view[start : start + SEND_CHUNK]
+            if piece:
+                await self._owner.ws.send_message(self._owner.codec.encode(channel, piece))
+            else:
+                await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._owner.ws.transport.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("channel stream was closed")
+        return await self._queue.get(max_bytes)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        self._queue.discard()
+        await self._owner._stream_closed(self.index)
+
+
+class _ChannelDriver:
+    """What ChannelClient and ChannelServer share: the pump and the per-port streams."""
+
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        ports: Sequence[int],
+        protocol: str | None,
+        role: Role,
+        buffer_limit: int,
+    ) -> None:
+        self.ws = ws
+        self.ports = tuple(ports)
+        self.buffer_limit = buffer_limit
+        chosen = ws.subprotocol if protocol is None else protocol
+        self.codec = ChannelCodec(self.ports, chosen or "", role=role)
+        self._streams = [ChannelStream(self, i) for i in range(len(self.ports))]
+        self._done = [False] * len(self.ports)
+        self._running = False
+
+    def stream(self, index: int) -> ChannelStream:
+        """The byte stream of the ``index``-th requested port."""
+        return self._streams[index]
+
+    async def run(self) -> None:
+        """Read the WebSocket and dispatch to the ports until it closes.
+
+        Returns after a normal close; raises ``ProtocolError`` (client role, after
+        closing the WebSocket with 1002) or the WebSocket's error otherwise. Every
+        port stream sees EOF when it returns.
+        """
+        self._running = True
+        try:
+            while True:
+                try:
+                    message = await self.ws.receive_message()
+                except trio.ClosedResourceError:
+                    return  # we closed it ourselves
+                if message is None:
+                    return
+                try:
+                    events = self.codec.receive(message)
+                except ProtocolError:
+                    with trio.CancelScope(shield=True):
+                        await self.ws.abort(1002, "protocol error")
+                    raise
+                for event in events:
+                    await self._dispatch(event)
+        finally:
+            self._running = False
+            for s in self._streams:
+                s._queue.close()
+            with trio.CancelScope(shield=True):
+                # the close handshake is over (or we are cancelled): don't wait again
+                await self.ws.abort(NORMAL_CLOSURE)
+
+    async def _dispatch(self, event: ChannelEvent) -> None:
+        if isinstance(event, PortData):
+            await self._streams[event.index]._queue.put(event.data)
+
+    async def _stream_closed(self, index: int) -> None:
+        await self._finish(index)
+
+    async def _finish(self, index: int) -> None:
+        if self._done[index]:
+            await trio.lowlevel.checkpoint()
+            return
+        self._done[index] = True
+        if all(self._done):
+            await self._close_all()
+
+    async def _close_all(self) -> None:
+        if self._running:
+            await self.ws.send_close(NORMAL_CLOSURE)  # run() sees the reply and closes
+        else:
+            await self.ws.aclose(NORMAL_CLOSURE)
+
+    async def aclose(self) -> None:
+        """Close the WebSocket (1000) now, whatever the ports are doing."""
+        for s in self._streams:
+            s._queue.close()
+        await self._close_all()
+
+
+class ChannelClient(_ChannelDriver):
+    """Client side: one stream per requested port plus that port's error text.
+
+    Usage::
+
+        client = await dial_channel(endpoint, path, [8080])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.run)
+            stream = client.stream(0)
+            ...
+            await stream.aclose()     # the WebSocket closes once every port's stream is closed
+
+    A port's stream reaches EOF when the server writes error text for it
+    (``error(index)`` then returns it) or when the WebSocket closes.
+    """
+
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        ports: Sequence[int],
+        protocol: str | None = None,
+        *,
+        buffer_limit: int = BUFFER_LIMIT,
+    ) -> None:
+        super().__init__(ws, ports, protocol, "client", buffer_limit)
+        self._errors: list[str | None] = [None] * len(self.ports)
+
+    def error(self, index: int) -> str | None:
+        """Error text the server sent for port ``index`` (``error forwarding port …``)."""
+        return self._errors[index]
+
+    async def _dispatch(self, event: ChannelEvent) -> None:
+        if isinstance(event, PortError):
+            self._errors[event.index] = (self._errors[event.index] or "") + event.text
+            self._streams[event.index]._queue.close()
+        else:
+            await super()._dispatch(event)
+
+
+class ChannelServer(_ChannelDriver):
+    """Server side (the sandbox kubelet): the preamble, per-port streams, error text.
+
+    Open with :meth:`open` (sends the preamble), run :meth:`run` in a nursery, serve
+    each port on ``stream(i)``; end a port with ``finish(i, error)`` or by closing
+    its stream. When every port is done the WebSocket closes with 1000 (§5).
+    """
+
+    @classmethod
+    async def open(
+        cls,
+        ws: WebSocketConnection,
+        ports: Sequence[int],
+        protocol: str | None = None,
+        *,
+        buffer_limit: int = BUFFER_LIMIT,
+    ) -> ChannelServer:
+        server = cls(ws, ports, protocol, "server", buffer_limit)
+        for message in server.codec.preamble():
+            await ws.send_message(message)
+        return server
+
+    async def send_error(self, index: int, text: str) -> None:
+        """Write ``text`` on port ``index``'s error channel (one message)."""
+        await self.ws.send_message(self.codec.encode(2 * index + 1, text.encode()))
+
+    async def finish(self, index: int, error: str | None = None) -> None:
+        """Port ``index`` is over (its pod connection ended), with optional error text."""
+        if error is not None and not self._done[index]:
+            await self.send_error(index, error)
+        await self._finish(index)

@@ -1,0 +1,251 @@
+"""HTTP/1.1 on a trio stream with h11: one request, one response, no pooling.
+
+The API server is reached the way client-go's SPDY round tripper reaches it: a
+fresh connection per request (§3.1). These helpers are shared by the upgrade
+handshakes and by ``kube/`` for plain JSON GETs and chunked watch responses.
+h11 does the parsing; this module only moves bytes between it and the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import h11
+import trio
+
+from .endpoint import Endpoint
+from .errors import ProtocolError
+
+RECEIVE_SIZE = 65536
+MAX_BODY = 64 * 1024 * 1024
+"""Bound on a buffered response body: a hostile server cannot make us grow without limit."""
+MAX_LINE = 16 * 1024 * 1024
+"""Bound on one line of a streamed (watch) response."""
+
+Headers = Sequence[tuple[str, str]]
+
+
+def build_request(
+    endpoint: Endpoint,
+    method: str,
+    target: str,
+    headers: Headers = (),
+    *,
+    content_length: int | None = None,
+    endpoint_headers_last: bool = False,
+) -> h11.Request:
+    """A request in Go's order: Host, User-Agent, Content-Length, then the other headers.
+
+    The endpoint's own headers (``Authorization``…) come before ``headers`` (Go's
+    sorted order, as kubectl's SPDY request shows them, §3.1) or, with
+    ``endpoint_headers_last``, after them (gorilla's WebSocket request, §4.2).
+    """
+    items: list[tuple[str, str]] = [("Host", endpoint.host_header)]
+    if endpoint.user_agent:
+        items.append(("User-Agent", endpoint.user_agent))
+    if content_length is not None:
+        items.append(("Content-Length", str(content_length)))
+    if endpoint_headers_last:
+        items.extend(headers)
+        items.extend(endpoint.headers)
+    else:
+        items.extend(endpoint.headers)
+        items.extend(headers)
+    return h11.Request(method=method, target=target, headers=items)
+
+
+async def send_request(
+    conn: h11.Connection, transport: trio.abc.Stream, request: h11.Request, body: bytes = b""
+) -> None:
+    """Write ``request`` (and its body) in one ``send_all``."""
+    out = conn.send(request) or b""
+    if body:
+        out += conn.send(h11.Data(data=body)) or b""
+    out += conn.send(h11.EndOfMessage()) or b""
+    await transport.send_all(out)
+
+
+async def next_event(conn: h11.Connection, transport: trio.abc.Stream) -> Any:
+    """The next h11 event, reading the stream as needed.
+
+    h11's parse errors become :class:`ProtocolError` (the peer is not speaking HTTP).
+    """
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise ProtocolError(f"malformed HTTP response: {exc}") from None
+        if event is not h11.NEED_DATA:
+            return event
+        data = await transport.receive_some(RECEIVE_SIZE)
+        conn.receive_data(bytes(data))
+
+
+async def receive_response(conn: h11.Connection, transport: trio.abc.Stream) -> Any:
+    """Skip interim 1xx answers other than 101; return the 101 or the final Response."""
+    while True:
+        event = await next_event(conn, transport)
+        if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+            continue
+        if isinstance(event, h11.InformationalResponse | h11.Response):
+            return event
+        if isinstance(event, h11.ConnectionClosed):
+            raise ProtocolError("connection closed before the HTTP response")
+        raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
+
+
+async def read_body(
+    conn: h11.Connection, transport: trio.abc.Stream, limit: int = MAX_BODY
+) -> bytes:
+    """The rest of the current response body; longer bodies are cut at ``limit``."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        event = await next_event(conn, transport)
+        if isinstance(event, h11.Data):
+            if size < limit:
+                parts.append(bytes(event.data[: limit - size]))
+            size += len(event.data)
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return b"".join(parts)
+        else:
+            raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
+
+
+async def http_request(
+    transport: trio.abc.Stream,
+    endpoint: Endpoint,
+    method: str,
+    target: str,
+    headers: Headers = (),
+    *,
+    body: bytes = b"",
+    limit: int = MAX_BODY,
+) -> tuple[h11.Response, bytes]:
+    """Send one request on ``transport`` and return the response with its whole body.
+
+    The caller owns ``transport`` (and closes it: one connection per request).
+    """
+    conn = h11.Connection(h11.CLIENT)
+    request = build_request(
+        endpoint, method, target, headers, content_length=len(body) if body else None
+    )
+    await send_request(conn, transport, request, body)
+    response = await receive_response(conn, transport)
+    if not isinstance(response, h11.Response):
+        raise ProtocolError("unexpected 101 Switching Protocols")
+    return response, await read_body(conn, transport, limit)
+
+
+class LineReader:
+    """Async iterator over the lines (``\\n``-terminated, without it) of a response body."""
+
+    def __init__(self, conn: h11.Connection, transport: trio.abc.Stream) -> None:
+        self._conn = conn
+        self._transport = transport
+        self._buffer = bytearray()
+        self._done = False
+
+    def __aiter__(self) -> LineReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return line
+            if self._done:
+                if self._buffer:
+                    line = bytes(self._buffer)
+                    self._buffer.clear()
+                    return line
+                raise StopAsyncIteration
+            if len(self._buffer) > MAX_LINE:
+                raise ProtocolError(f"response line longer than {MAX_LINE} bytes")
+            event = await next_event(self._conn, self._transport)
+            if isinstance(event, h11.Data):
+                self._buffer += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                self._done = True
+            else:
+                raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
+
+
+@asynccontextmanager
+async def http_stream(
+    transport: trio.abc.Stream,
+    endpoint: Endpoint,
+    method: str,
+    target: str,
+    headers: Headers = (),
+) -> AsyncIterator[tuple[h11.Response, LineReader]]:
+    """Send a request; yield its response head and a reader of its body's lines.
+
+    For watch responses (chunked, one JSON object per line). Check the status
+    before iterating; on a non-2xx answer read the body with ``b"\\n".join``.
+    """
+    conn = h11.Connection(h11.CLIENT)
+    await send_request(conn, transport, build_request(endpoint, method, target, headers))
+    response = await receive_response(conn, transport)
+    if not isinstance(response, h11.Response):
+        raise ProtocolError("unexpected 101 Switching Protocols")
+    yield response, LineReader(conn, transport)
+
+
+def parse_status(body: bytes) -> tuple[str, str | None] | None:
+    """``(message, reason)`` when ``body`` is a Kubernetes ``Status`` object, else None."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(obj, dict) or obj.get("kind") != "Status":
+        return None
+    message = obj.get("message")
+    reason = obj.get("reason")
+    return (
+        message if isinstance(message, str) else "",
+        reason if isinstance(reason, str) and reason else None,
+    )
+
+
+def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
+    """All values of header ``name`` (lowercase) in order, one per header line."""
+    return [v.decode("latin-1") for k, v in headers if k == name]
+
+
+def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str:
+    """Go's ``Header.Get``: the first value of ``name`` or ``""``."""
+    for k, v in headers:
+        if k == name:
+            return v.decode("latin-1")
+    return ""
+
+
+def go_quote(text: str) -> str:
+    """Go's ``%q`` of a string (strconv.Quote), enough for header values and paths."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def go_quote_list(items: Sequence[str]) -> str:
+    """Go's ``%q`` of a ``[]string``: ``["a" "b"]``."""
+    return "[" + " ".join(go_quote(i) for i in items) + "]"
