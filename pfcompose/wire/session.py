@@ -1,0 +1,701 @@
+"""The trio driver of a SPDY/3 session: :class:`SpdyConnection` over a byte stream.
+
+``open_session`` runs three background tasks in its own nursery: a reader, a
+flusher for frames the reader must answer (PING echoes, RST of bad stream ids)
+and, optionally, a keepalive pinger. Everything else is sent by the task that
+asks for it, under one send lock, so concurrent streams share the transport
+without a writer task per frame.
+
+Data path: the reader takes large chunks from the transport (``read_size``),
+parses all of them before it yields again (one task switch per read, not per
+frame) and appends DATA payloads to per-stream buffers; a read that is all
+payload is passed on uncopied, consecutive frames of a stream become one chunk.
+Senders write up to ``SEND_BATCH`` bytes per turn of the lock, as 1 MiB DATA
+frames whose payloads go to the transport without being copied. Writes are
+shielded from cancellation (a half-written frame would corrupt every stream);
+a write stuck on a peer that reads nothing ends when the session is aborted.
+
+Back-pressure and head-of-line blocking: Go's spdystream has no flow control
+(§7.1); its only brake is TCP. Each stream here buffers at most ``max_buffer``
+bytes (plus at most one socket read that was already in flight). When a stream's
+buffer is full the reader stops reading the socket until that stream's consumer
+drains it, so the peer's writes block in TCP. That stalls **every** stream of
+the session, exactly as a stalled reader stalls a Go peer: a stream nobody
+reads must be reset or closed, never just abandoned. (Two peers that each write
+a lot before reading can deadlock this way, with Go as with us.)
+
+Keepalive: a ping every ``keepalive`` seconds; two in a row unanswered end the
+session (``ping timeout``), except while our own reader is stopped by a full
+buffer (the pong may be waiting behind it). A peer stalled by its own
+head-of-line blocking for that long is, from here, indistinguishable from a
+dead one.
+
+Session end: local ``aclose`` (RST every open stream, GOAWAY, close), ``abort``,
+GOAWAY received, EOF, a transport error, a protocol error, or two missed
+keepalive pongs. Streams then keep handing out data they had already received;
+after it, ``receive_some`` and ``send_all`` raise :class:`SessionLost`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import trio
+from trio.lowlevel import ParkingLot
+
+from pfcompose.wire.errors import ProtocolError, SessionLost, StreamOpenTimeout, StreamReset
+from pfcompose.wire.spdy import (
+    DEFAULT_MAX_DATA_FRAME,
+    DataReceived,
+    GoAwayReceived,
+    GoAwayStatus,
+    LocalProtocolError,
+    PingAcked,
+    Role,
+    RstStatus,
+    SpdyConnection,
+    StreamOpened,
+    StreamReplied,
+    StreamResetReceived,
+)
+
+DEFAULT_READ_SIZE = 256 * 1024
+DEFAULT_MAX_BUFFER = 1 << 20
+DEFAULT_CLOSE_TIMEOUT = 2.0
+SEND_BATCH = 1 << 20
+"""Bytes one ``send_all`` writes per turn of the send lock (one transport write)."""
+MAX_PENDING_ACCEPT = 1024
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def _lost_reason(exc: BaseException) -> str:
+    return f"connection lost: {exc}" if str(exc) else "connection lost"
+
+
+class SpdyStream(trio.abc.HalfCloseableStream):
+    """One SPDY stream as a trio stream.
+
+    ``receive_some`` returns ``b""`` at the peer's FIN, raises :class:`StreamReset`
+    after the peer's RST and :class:`SessionLost` when the session dies (data that
+    had already arrived is handed out first). ``send_eof`` sends FIN; ``reset``
+    sends RST_STREAM(CANCEL) unless FIN was already sent; ``aclose`` resets a
+    stream that is not closed both ways, as client-go's wrapper does. After
+    ``reset``/``aclose`` every call raises ``trio.ClosedResourceError``.
+    """
+
+    def __init__(
+        self, session: SpdySession, stream_id: int, headers: dict[str, str], *, local: bool
+    ) -> None:
+        self._session = session
+        self.stream_id = stream_id
+        self.headers = headers
+        """Headers of the SYN_STREAM (ours or the peer's); the first value of each name."""
+        self.reply_headers: dict[str, str] = {}
+        self.local = local
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0
+        self._buffered = 0
+        self._readable = ParkingLot()
+        self._drained = ParkingLot()
+        self._replied = trio.Event()
+        self._remote_fin = False
+        self._sent_fin = False
+        self._reset_by_peer: int | None = None
+        self._reset_locally = False
+        self._closed = False
+        self._receiving = False
+        self._sending = False
+
+    def __repr__(self) -> str:
+        return f"<SpdyStream {self.stream_id} {self.headers!r}>"
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Received bytes waiting for ``receive_some``."""
+        return self._buffered
+
+    @property
+    def done(self) -> bool:
+        """Closed both ways, reset (either side) or closed locally."""
+        return (
+            self._closed
+            or self._reset_locally
+            or self._reset_by_peer is not None
+            or (self._sent_fin and self._remote_fin)
+        )
+
+    def _peer_reset_error(self) -> StreamReset:
+        status = self._reset_by_peer or 0
+        return StreamReset(f"stream reset by peer (status {status})", status)
+
+    def _check_send(self) -> None:
+        if self._closed or self._reset_locally:
+            raise trio.ClosedResourceError("stream was closed")
+        if self._reset_by_peer is not None:
+            raise self._peer_reset_error()
+        if self._session._lost:
+            raise SessionLost(self._session.close_reason)
+        if self._sent_fin:
+            raise trio.ClosedResourceError("send_eof was already called")
+
+    async def _wait_replied(self) -> None:
+        """Writes on a stream the peer opened wait for our SYN_REPLY (spdystream)."""
+        if not self.local and not self._replied.is_set():
+            await self._replied.wait()
+            self._check_send()
+
+    # ------------------------------------------------------------------ reader side
+
+    def _on_data(self, data: bytes, fin: bool) -> None:
+        if data and not self._closed and not self._reset_locally:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        if fin:
+            self._remote_fin = True
+        self._readable.unpark_all()
+
+    def _on_reset(self, status: int) -> None:
+        self._reset_by_peer = status
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._readable.unpark_all()
+        self._drained.unpark_all()
+        self._replied.set()
+
+    def _discard(self) -> None:
+        self._chunks.clear()
+        self._offset = 0
+        self._buffered = 0
+        self._drained.unpark_all()
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        parked = False  # parking was this call's checkpoint: no second task switch
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                if self._closed or self._reset_locally:
+                    raise trio.ClosedResourceError("stream was closed")
+                if self._chunks:
+                    data = self._take(max_bytes)
+                    if not parked:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
+                if self._reset_by_peer is not None:
+                    raise self._peer_reset_error()
+                if self._remote_fin:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return b""
+                if self._session._lost:
+                    raise SessionLost(self._session.close_reason)
+                await self._readable.park()
+                parked = True
+        finally:
+            self._receiving = False
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        chunk = self._chunks[0]
+        off = self._offset
+        avail = len(chunk) - off
+        if max_bytes is None or max_bytes >= avail:
+            n = avail
+            data = chunk if off == 0 else chunk[off:]
+            self._chunks.popleft()
+            self._offset = 0
+        else:
+            n = max_bytes
+            data = chunk[off : off + n]
+            self._offset = off + n
+        before = self._buffered
+        self._buffered = before - n
+        if before >= self._session._max_buffer > self._buffered:
+            self._drained.unpark_all()
+        return data
+
+    # ------------------------------------------------------------------ sending
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            self._check_send()
+            await self._wait_replied()
+            view = memoryview(data)
+            size = len(view)
+            if not size:
+                await trio.lowlevel.checkpoint()
+                return
+            session = self._session
+            step = session._send_batch
+            lock = session._send_lock
+            for start in range(0, size, step):
+                await trio.lowlevel.checkpoint_if_cancelled()
+                # An uncontended lock is taken without a task switch: the write
+                # below is this call's checkpoint (and yields once per batch).
+                try:
+                    lock.acquire_nowait()
+                except trio.WouldBlock:
+                    await lock.acquire()
+                try:
+                    self._check_send()
+                    session._conn.send_data(self.stream_id, view[start : start + step])
+                    await session._flush_locked()
+                finally:
+                    lock.release()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        if self._sent_fin and not self._closed and not self._reset_locally:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            self._check_send()
+            await self._wait_replied()
+            session = self._session
+            async with session._send_lock:
+                self._check_send()
+                session._conn.send_data(self.stream_id, b"", fin=True)
+                self._sent_fin = True
+                session._forget_if_done(self)
+                await session._flush_locked()
+        finally:
+            self._sending = False
+
+    def reset(self, status: int = RstStatus.CANCEL) -> None:
+        """Abandon the stream: RST_STREAM(status) unless we already sent FIN; drop buffers."""
+        if self.done:
+            return
+        self._reset_locally = True
+        self._session._reset_stream(self, status)
+        self._discard()
+        self._wake_all()
+
+    async def aclose(self) -> None:
+        if not self.done:
+            self.reset()
+        self._closed = True
+        self._discard()
+        self._wake_all()
+        self._session._forget(self)
+        await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------ server role
+
+    async def reply(self, headers: Mapping[str, str] | None = None) -> None:
+        """Accept a stream the peer opened: SYN_REPLY (empty header block by default)."""
+        if self.local:
+            raise LocalProtocolError("only streams the peer opened are replied to")
+        if self._replied.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+        session = self._session
+        async with session._send_lock:
+            if self._closed or self._reset_locally:
+                raise trio.ClosedResourceError("stream was closed")
+            if self._reset_by_peer is not None:
+                raise self._peer_reset_error()
+            session._check_alive()
+            session._conn.reply(self.stream_id, headers)
+            self._replied.set()
+            await session._flush_locked()
+
+    async def reject(self, status: int = RstStatus.CANCEL) -> None:
+        """Refuse a stream the peer opened: RST_STREAM(status), no SYN_REPLY (kubelet: CANCEL)."""
+        self.reset(status)
+        self._closed = True
+        await self._session._flush()
+
+
+class SpdySession:
+    """A SPDY/3 session over a trio byte stream; create it with :func:`open_session`."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        role: Role,
+        *,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        read_size: int = DEFAULT_READ_SIZE,
+        max_data_frame: int = DEFAULT_MAX_DATA_FRAME,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
+        self.role: Role = role
+        self._transport = transport
+        self._conn = SpdyConnection(role, max_data_frame=max_data_frame)
+        self._max_buffer = max_buffer
+        self._read_size = read_size
+        self._send_batch = max(max_data_frame, SEND_BATCH)
+        self._close_timeout = close_timeout
+        self._send_lock = trio.Lock()
+        self._streams: dict[int, SpdyStream] = {}
+        self._accept_queue: deque[SpdyStream] = deque()
+        self._acceptable = ParkingLot()
+        self._pings: dict[int, trio.Event] = {}
+        self._flush_wanted = False
+        self._flush_lot = ParkingLot()
+        self._full: set[SpdyStream] = set()
+        self._stalls = (
+            0  # times the reader stopped for a full buffer (keepalive must not blame the peer)
+        )
+        self._refuse_status: int | None = None
+        self._lost = False
+        self._lost_event = trio.Event()
+        self._done = trio.Event()
+        self._bg_scope = trio.CancelScope()
+        self.close_reason = ""
+        """Why the session ended (empty while it runs): ``closed``, ``aborted``,
+        ``goaway received (status N)``, ``connection closed by peer``,
+        ``connection lost: …``, ``protocol error: …``, ``ping timeout``."""
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def closed(self) -> bool:
+        return self._lost
+
+    async def wait_closed(self) -> None:
+        """Return once the session has ended, whatever the reason."""
+        await self._lost_event.wait()
+
+    def refuse_streams(self, status: int | None = RstStatus.REFUSED_STREAM) -> None:
+        """Reset every stream the peer opens from now on with ``status`` (``None``: accept)."""
+        self._refuse_status = status
+
+    async def open_stream(self, headers: Mapping[str, str], timeout: float = 30.0) -> SpdyStream:
+        """Open a stream and wait for its SYN_REPLY (client-go waits 30 s).
+
+        Raises :class:`StreamReset` if the peer refuses it, :class:`StreamOpenTimeout`
+        (after resetting the stream) if no reply comes in time, :class:`SessionLost`.
+        """
+        self._check_alive()
+        async with self._send_lock:
+            self._check_alive()
+            try:
+                sid = self._conn.open_stream(headers)
+            except LocalProtocolError as exc:
+                raise SessionLost(str(exc)) from None
+            stream = SpdyStream(self, sid, {k.lower(): v for k, v in headers.items()}, local=True)
+            self._streams[sid] = stream
+            await self._flush_locked()
+        try:
+            with trio.move_on_after(timeout):
+                await stream._replied.wait()
+        except BaseException:
+            stream.reset()
+            raise
+        if stream._reset_by_peer is not None:
+            self._forget(stream)
+            raise StreamReset("Stream reset", stream._reset_by_peer)
+        self._check_alive()
+        if not stream._replied.is_set():
+            await stream.aclose()
+            raise StreamOpenTimeout("Timeout occurred")
+        return stream
+
+    async def accept_stream(self) -> SpdyStream:
+        """The next stream the peer opened (reply or reject it)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._accept_queue:
+            self._check_alive()
+            await self._acceptable.park()
+        stream = self._accept_queue.popleft()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return stream
+
+    async def ping(self) -> float:
+        """Send a PING and return the round-trip time in seconds."""
+        self._check_alive()
+        done = trio.Event()
+        async with self._send_lock:
+            self._check_alive()
+            ping_id = self._conn.ping()
+            self._pings[ping_id] = done
+            start = trio.current_time()
+            await self._flush_locked()
+        await done.wait()
+        if self._pings.pop(ping_id, None) is not None:  # woken by the session's end
+            raise SessionLost(self.close_reason)
+        return trio.current_time() - start
+
+    async def aclose(self) -> None:
+        """Graceful close: RST every open stream, GOAWAY, close the transport.
+
+        Bounded by ``close_timeout``; a cancelled or stuck close becomes an abort.
+        """
+        if not self._lost:
+            with trio.move_on_after(self._close_timeout):
+                async with self._send_lock:
+                    if not self._lost:
+                        for stream in list(self._streams.values()):
+                            if not stream.done:
+                                self._conn.reset(stream.stream_id)
+                        self._conn.goaway(GoAwayStatus.OK)
+                        await self._flush_locked(raise_lost=False)
+            self._lose("closed")
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+    def abort(self) -> None:
+        """Abortive close: drop the transport at once; streams raise SessionLost."""
+        self._lose("aborted")
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_alive(self) -> None:
+        if self._lost:
+            raise SessionLost(self.close_reason)
+
+    async def _flush_locked(self, *, raise_lost: bool = True) -> None:
+        """Write whatever the connection queued; the caller holds the send lock."""
+        # Large payloads go to the transport uncopied, as their own write: one
+        # more write per frame is cheaper than copying a frame behind its header.
+        # The write is shielded: a frame cut short by a cancelled sender would
+        # corrupt the framing of every stream. A stuck write ends when the
+        # session is aborted (the transport is closed under it).
+        with trio.CancelScope(shield=True):
+            for data in self._conn.data_to_send_parts():
+                try:
+                    await self._transport.send_all(data)
+                except _TRANSPORT_ERRORS as exc:
+                    self._lose(_lost_reason(exc))
+                    if raise_lost:
+                        raise SessionLost(self.close_reason) from None
+                    return
+                self.bytes_out += len(data)
+
+    async def _flush(self) -> None:
+        if not self._conn.has_data_to_send or self._lost:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._send_lock:
+            await self._flush_locked(raise_lost=False)
+
+    def _kick(self) -> None:
+        """Ask the flusher task to send what the reader (or a sync call) queued."""
+        if not self._flush_wanted:
+            self._flush_wanted = True
+            self._flush_lot.unpark_all()
+
+    def _reset_stream(self, stream: SpdyStream, status: int) -> None:
+        if not self._lost and self._conn.reset(stream.stream_id, status):
+            self._kick()
+        self._forget(stream)
+
+    def _forget(self, stream: SpdyStream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._full.discard(stream)
+
+    def _forget_if_done(self, stream: SpdyStream) -> None:
+        if stream._sent_fin and stream._remote_fin:
+            self._forget(stream)
+
+    def _lose(self, reason: str) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self.close_reason = reason
+        self._lost_event.set()
+        for stream in list(self._streams.values()):
+            stream._wake_all()
+        self._streams.clear()
+        self._full.clear()
+        for event in self._pings.values():
+            event.set()
+        self._acceptable.unpark_all()
+        self._flush_lot.unpark_all()
+        self._bg_scope.cancel()
+
+    # ------------------------------------------------------------------ background tasks
+
+    async def _run(
+        self,
+        keepalive: float | None,
+        initial_data: bytes,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with self._bg_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader, initial_data)
+                    nursery.start_soon(self._flusher)
+                    if keepalive is not None:
+                        nursery.start_soon(self._keepalive, keepalive)
+                    task_status.started()
+        finally:
+            self._lose("closed")
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._transport)
+            self._done.set()
+
+    async def _reader(self, initial_data: bytes) -> None:
+        try:
+            if initial_data:
+                self._feed(initial_data)
+            transport = self._transport
+            read_size = self._read_size
+            while not self._lost:
+                if self._full:
+                    await self._wait_for_space()
+                    continue
+                data = await transport.receive_some(read_size)
+                if not data:
+                    self._lose("connection closed by peer")
+                    return
+                self.bytes_in += len(data)
+                self._feed(data)
+        except ProtocolError as exc:
+            # As the kubelet does: GOAWAY, then drop the connection (§6.7).
+            self._conn.goaway(GoAwayStatus.OK)
+            with trio.move_on_after(min(self._close_timeout, 1.0)):
+                await self._flush()
+            self._lose(f"protocol error: {exc}")
+        except _TRANSPORT_ERRORS as exc:
+            self._lose(_lost_reason(exc))
+
+    async def _wait_for_space(self) -> None:
+        self._stalls += 1
+        for stream in list(self._full):
+            while stream._buffered >= self._max_buffer and not stream.done and not self._lost:
+                await stream._drained.park()
+            self._full.discard(stream)
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Apply one batch of input; no awaits, so a whole socket read costs one task switch."""
+        streams = self._streams
+        limit = self._max_buffer
+        for event in self._conn.receive_data(data):
+            if isinstance(event, DataReceived):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_data(event.data, event.fin)
+                    if stream._buffered >= limit:
+                        self._full.add(stream)
+                    if event.fin:
+                        self._forget_if_done(stream)
+            elif isinstance(event, StreamOpened):
+                self._on_opened(event)
+            elif isinstance(event, StreamReplied):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.reply_headers = event.headers
+                    if event.fin:
+                        stream._on_data(b"", True)
+                        self._forget_if_done(stream)
+                    stream._replied.set()
+            elif isinstance(event, StreamResetReceived):
+                stream = streams.pop(event.stream_id, None)
+                if stream is not None:
+                    self._full.discard(stream)
+                    stream._on_reset(event.status)
+            elif isinstance(event, PingAcked):
+                done = self._pings.pop(event.ping_id, None)
+                if done is not None:
+                    done.set()
+            elif isinstance(event, GoAwayReceived):
+                self._lose(f"goaway received (status {event.status})")
+            # SETTINGS, WINDOW_UPDATE, HEADERS: nothing to do (spdystream ignores them)
+        if self._conn.has_data_to_send:
+            self._kick()
+
+    def _on_opened(self, event: StreamOpened) -> None:
+        if self._refuse_status is not None or len(self._accept_queue) >= MAX_PENDING_ACCEPT:
+            self._conn.reset(event.stream_id, self._refuse_status or RstStatus.REFUSED_STREAM)
+            return
+        stream = SpdyStream(self, event.stream_id, event.headers, local=False)
+        stream._sent_fin = event.unidirectional
+        stream._remote_fin = event.fin
+        if not stream.done:
+            self._streams[event.stream_id] = stream
+        self._accept_queue.append(stream)
+        self._acceptable.unpark_all()
+
+    async def _flusher(self) -> None:
+        while True:
+            while not self._flush_wanted:
+                await self._flush_lot.park()
+            self._flush_wanted = False
+            async with self._send_lock:
+                await self._flush_locked(raise_lost=False)
+
+    async def _keepalive(self, interval: float) -> None:
+        """Ping every ``interval`` s; two pings in a row left unanswered end the session."""
+        missed = 0
+        pending: int | None = None
+        stalls = self._stalls
+        while True:
+            await trio.sleep(interval)
+            unanswered = pending is not None and self._pings.pop(pending, None) is not None
+            if unanswered and stalls == self._stalls and not self._full:
+                missed += 1
+                if missed >= 2:
+                    self._lose("ping timeout")
+                    return
+            elif not unanswered:
+                missed = 0
+            # (a pong may sit unread behind a full stream buffer: that is our
+            # consumer's stall, not the peer's, so it is not counted as missed)
+            stalls = self._stalls
+            pending = self._conn.ping()
+            self._pings[pending] = trio.Event()
+            self._kick()
+
+
+@asynccontextmanager
+async def open_session(
+    transport: trio.abc.Stream,
+    role: Role,
+    *,
+    keepalive: float | None = None,
+    initial_data: bytes = b"",
+    max_buffer: int = DEFAULT_MAX_BUFFER,
+    read_size: int = DEFAULT_READ_SIZE,
+    max_data_frame: int = DEFAULT_MAX_DATA_FRAME,
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+) -> AsyncIterator[SpdySession]:
+    """Run a SPDY session over ``transport`` (which it then owns and closes).
+
+    ``initial_data``: bytes that arrived glued to the upgrade response.
+    ``keepalive``: seconds between pings (``None``: no pings; client-go uses 5 s
+    on SPDY, 10 s in the WebSocket tunnel). Leaving the block closes gracefully.
+    """
+    if keepalive is not None and not (keepalive > 0 and math.isfinite(keepalive)):
+        raise ValueError("keepalive must be a positive number of seconds")
+    session = SpdySession(
+        transport,
+        role,
+        max_buffer=max_buffer,
+        read_size=read_size,
+        max_data_frame=max_data_frame,
+        close_timeout=close_timeout,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session._run, keepalive, initial_data)
+        try:
+            yield session
+        finally:
+            with trio.CancelScope(shield=True):
+                await session.aclose()
