@@ -1,0 +1,115 @@
+"""Fault injection over HTTP: the ``/_sandbox/`` admin API (JSON in, JSON out).
+
+Every endpoint maps to one method of :class:`~pfcompose.sandbox.server.Sandbox`, so a
+test in another process (or a shell with curl) can break the cluster the same way
+an in-process test does:
+
+=======  ========================================  =============================  ==========
+method   path                                      body                           answer
+=======  ========================================  =============================  ==========
+GET      /_sandbox/state                           –                              pods, ports
+POST     /_sandbox/pods/NS/NAME/kill               –                              {}
+POST     /_sandbox/pods/NS/NAME/replace            {"grace": 1.0}                 {"pod": new}
+POST     /_sandbox/pods/NS/NAME/phase              {"phase": "Pending"}           {}
+POST     /_sandbox/pods/NS/NAME/ready              {"ready": false}               {}
+POST     /_sandbox/pods/NS/NAME/reset              –                              {"reset": n}
+POST     /_sandbox/connections/drop                –                              {"dropped": n}
+POST     /_sandbox/streams                         {"refuse": bool, "delay": s}   {}
+POST     /_sandbox/apiserver/restart               {"down": seconds}              {}
+=======  ========================================  =============================  ==========
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["AdminTarget", "StreamFaults", "handle_admin"]
+
+
+@dataclass
+class StreamFaults:
+    """Knobs the kubelet reads for every new stream."""
+
+    refuse: bool = False
+    """Reset every new stream instead of replying (the client sees ``stream reset``)."""
+    delay: float = 0.0
+    """Seconds to wait before a SYN_REPLY (a slow or overloaded kubelet)."""
+
+
+class AdminTarget(Protocol):
+    stream_faults: StreamFaults
+
+    def describe(self) -> dict[str, Any]: ...
+    async def kill_pod(self, name: str, namespace: str = "default") -> None: ...
+    async def replace_pod(self, name: str, namespace: str = "default", *,
+                          grace: float = 1.0) -> str: ...
+    def set_phase(self, name: str, phase: str, namespace: str = "default") -> None: ...
+    def set_ready(self, name: str, ready: bool, namespace: str = "default") -> None: ...
+    def reset_pod_connections(self, name: str, namespace: str = "default") -> int: ...
+    def drop_upgraded_connections(self) -> int: ...
+    def restart_api_soon(self, down: float) -> None: ...
+
+
+_POD = re.compile(r"^/_sandbox/pods/(?P<ns>[^/]+)/(?P<name>[^/]+)/(?P<verb>[a-z]+)$")
+
+
+def _error(code: int, message: str) -> tuple[int, Any]:
+    return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                  "message": message, "code": code}
+
+
+async def handle_admin(target: AdminTarget, method: str, path: str,
+                       body: bytes) -> tuple[int, Any]:
+    """Answer one admin request: (HTTP status, JSON value)."""
+    try:
+        args: dict[str, Any] = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return _error(400, "the body must be JSON")
+    if not isinstance(args, dict):
+        return _error(400, "the body must be a JSON object")
+    if path == "/_sandbox/state" and method == "GET":
+        return 200, target.describe()
+    if method != "POST":
+        return _error(405, f"{method} {path}: use POST")
+    try:
+        if m := _POD.match(path):
+            ns, name, verb = m["ns"], m["name"], m["verb"]
+            if verb == "kill":
+                await target.kill_pod(name, ns)
+                return 200, {}
+            if verb == "replace":
+                return 200, {"pod": await target.replace_pod(name, ns,
+                                                             grace=float(args.get("grace", 1.0)))}
+            if verb == "phase":
+                target.set_phase(name, str(args["phase"]), ns)
+                return 200, {}
+            if verb == "ready":
+                target.set_ready(name, bool(args["ready"]), ns)
+                return 200, {}
+            if verb == "reset":
+                return 200, {"reset": target.reset_pod_connections(name, ns)}
+        elif path == "/_sandbox/connections/drop":
+            return 200, {"dropped": target.drop_upgraded_connections()}
+        elif path == "/_sandbox/streams":
+            if "refuse" in args:
+                target.stream_faults.refuse = bool(args["refuse"])
+            if "delay" in args:
+                target.stream_faults.delay = float(args["delay"])
+            return 200, {"refuse": target.stream_faults.refuse,
+                         "delay": target.stream_faults.delay}
+        elif path == "/_sandbox/apiserver/restart":
+            target.restart_api_soon(float(args.get("down", 0.5)))
+            return 200, {}
+    except KeyError as exc:
+        missing = exc.args[0] if exc.args else ""
+        if isinstance(missing, str):
+            return _error(400, f"missing field {missing!r}")
+        return _error(404, f'pods "{path.split("/")[4]}" not found')
+    except LookupError as exc:
+        return _error(404, str(exc))
+    except (TypeError, ValueError) as exc:
+        return _error(400, str(exc))
+    return _error(404, f"no admin endpoint {method} {path}")

@@ -1,0 +1,49 @@
+"""The kubeconfig that points kubectl (or pfcompose) at a sandbox.
+
+One cluster, one user, one context named ``pfcompose-sandbox`` that is also the
+current context. Certificates are referenced by path, so the file stays readable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pfcompose.sandbox.tls import Pki
+
+__all__ = ["CONTEXT", "kubeconfig_dict", "write_kubeconfig"]
+
+CONTEXT = "pfcompose-sandbox"
+
+
+def kubeconfig_dict(
+    url: str, *, pki: Pki | None = None, token: str | None = None, namespace: str = "default"
+) -> dict[str, Any]:
+    cluster: dict[str, Any] = {"server": url}
+    user: dict[str, Any] = {}
+    if pki is not None:
+        cluster["certificate-authority"] = str(pki.ca_cert)
+        user["client-certificate"] = str(pki.client_cert)
+        user["client-key"] = str(pki.client_key)
+    if token is not None:
+        user["token"] = token
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CONTEXT, "cluster": cluster}],
+        "users": [{"name": CONTEXT, "user": user}],
+        "contexts": [{"name": CONTEXT,
+                      "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}],
+        "current-context": CONTEXT,
+        "preferences": {},
+    }
+
+
+def write_kubeconfig(path: Path, url: str, *, pki: Pki | None = None,
+                     token: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(kubeconfig_dict(url, pki=pki, token=token), sort_keys=False))
+    path.chmod(0o600)
+    return path
