@@ -8,7 +8,9 @@ from pfcompose.kube.resolve import (
     ResolvedTarget,
     ResolveError,
     TargetError,
+    is_ready_pod,
     pick_pod,
+    pod_query,
     resolve,
     translate_ports,
 )
@@ -24,8 +26,10 @@ __all__ = [
     "ResolveError",
     "ResolvedTarget",
     "TargetError",
+    "is_ready_pod",
     "load_access",
     "pick_pod",
+    "pod_query",
     "resolve",
     "translate_ports",
 ]

@@ -18,7 +18,7 @@ import errno
 import json
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -108,7 +108,7 @@ class KubeClient:
         query: Mapping[str, str] | None = None,
         *,
         idle_timeout: float | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """WATCH ``path``: yield each event object (``{"type": …, "object": …}``).
 
         ``watch=true`` is added to ``query`` unless present. Ends when the server

@@ -41,6 +41,7 @@ __all__ = [
     "is_ready_pod",
     "label_selector",
     "pick_pod",
+    "pod_query",
     "resolve",
     "translate_ports",
 ]
@@ -160,6 +161,30 @@ async def resolve(client: _Getter, spec: _SpecLike, namespace: str) -> ResolvedT
         pod = await _ready_pod(client, ns, namespace, spec.selector, None)
         return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod))
     raise TargetError("a forward needs a target or a selector")
+
+
+async def pod_query(client: _Getter, spec: _SpecLike, namespace: str) -> dict[str, str]:
+    """The LIST/WATCH query of the pods that could serve ``spec``.
+
+    ``pod/NAME`` → ``fieldSelector=metadata.name=NAME``; every other target → the
+    ``labelSelector`` of its object (service, workload) or of the forward itself.
+    The supervisor watches this while it waits for a pod to come (back).
+    """
+    ns = quote(namespace, safe="")
+    if spec.target:
+        kind, _, name = spec.target.partition("/")
+        qname = quote(name, safe="")
+        if kind == "pod":
+            return {"fieldSelector": f"metadata.name={name}"}
+        if kind == "service":
+            service = await client.get(f"/api/v1/namespaces/{ns}/services/{qname}")
+            return {"labelSelector": _service_selector(service, name)}
+        if kind in _WORKLOADS:
+            prefix, resource = _WORKLOADS[kind]
+            obj = await client.get(f"{prefix}/namespaces/{ns}/{resource}/{qname}")
+            return {"labelSelector": label_selector(_get(obj, "spec", "selector"))}
+        raise TargetError(f"cannot forward to {spec.target}: unsupported target kind {kind!r}")
+    return {"labelSelector": spec.selector or ""}
 
 
 async def _ready_pod(

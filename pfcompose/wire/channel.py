@@ -323,10 +323,13 @@ class _ChannelDriver:
             await self._close_all()
 
     async def _close_all(self) -> None:
-        if self._running:
-            await self.ws.send_close(NORMAL_CLOSURE)  # run() sees the reply and closes
-        else:
-            await self.ws.aclose(NORMAL_CLOSURE)
+        try:
+            if self._running:
+                await self.ws.send_close(NORMAL_CLOSURE)  # run() sees the reply and closes
+            else:
+                await self.ws.aclose(NORMAL_CLOSURE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer (or run()) closed it first: closed is what we wanted
 
     async def aclose(self) -> None:
         """Close the WebSocket (1000) now, whatever the ports are doing."""

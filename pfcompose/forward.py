@@ -1,0 +1,422 @@
+"""One forward: its listeners, its link to a pod, and the connections between them.
+
+The listeners are bound once, at start, and stay bound for the life of the
+forward. Independently, a loop keeps a *link* to a pod — resolve the target,
+open a session, wait until it is lost, back off, resolve again. A connection
+accepted while no link is up waits up to ``reconnect.hold`` for one, so a pod
+restart looks like a slow accept, not a dead port.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import trio
+
+from pfcompose.config import ForwardSpec
+from pfcompose.connection import Outcome, Traffic, forward_over_channel, forward_over_session
+from pfcompose.events import Event, EventSink, Kind
+from pfcompose.kube import (
+    ClusterAccess,
+    KubeApiError,
+    KubeClient,
+    NoReadyPod,
+    PodNotRunning,
+    is_ready_pod,
+    pod_query,
+    resolve,
+)
+from pfcompose.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
+from pfcompose.wire.dial import dial_spdy
+from pfcompose.wire.endpoint import Endpoint
+from pfcompose.wire.session import SpdySession, open_session
+
+log = logging.getLogger(__name__)
+
+AccessLoader = Callable[[ForwardSpec], Awaitable[ClusterAccess]]
+"""Loads cluster access for a forward; called again before every (re)connect."""
+
+
+@dataclass
+class Link:
+    """What connections are carried over while the forward is ready.
+
+    SPDY transports share one session; the ``websocket`` transport opens one
+    channel-protocol WebSocket per connection to ``endpoint``/``path``.
+    """
+
+    pod: str
+    transport: str
+    endpoint: Endpoint
+    path: str
+    session: SpdySession | None = None
+    lost: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.lost and (self.session is None or not self.session.closed)
+
+
+class State(StrEnum):
+    STARTING = "starting"
+    RESOLVING = "resolving"
+    CONNECTING = "connecting"
+    READY = "ready"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Listening:
+    address: str
+    local: int
+    remote: int | str
+
+
+@dataclass
+class ForwardStatus:
+    """The truth about one forward, as the supervisor measures it (for ``ps``)."""
+
+    name: str
+    state: State = State.STARTING
+    detail: str = ""
+    pod: str | None = None
+    namespace: str | None = None
+    transport: str | None = None
+    listening: list[Listening] = field(default_factory=list)
+    connections_open: int = 0
+    connections_total: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+    ready_since: float | None = None
+    started: float = field(default_factory=time.time)
+    traffic: Traffic = field(default_factory=Traffic)
+    attempt: int = 0  # the current reconnect attempt (``ps``: "reconnecting n")
+    waiting_for_pod: bool = False  # the last failure was "no such / no ready pod" (``ps``)
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with full jitter in its upper half: ``attempt`` counts from 1."""
+    ceiling = min(maximum, initial * math.pow(2, min(attempt - 1, 30)))
+    return max(initial, random.uniform(ceiling / 2, ceiling))
+
+
+def _waiting_for_pod(exc: Exception, spec: ForwardSpec) -> bool:
+    """No pod to forward to yet: not running, none ready, or (``pod/NAME``) gone."""
+    if isinstance(exc, PodNotRunning | NoReadyPod):
+        return True
+    target = spec.target or ""
+    return isinstance(exc, KubeApiError) and exc.status == 404 and target.startswith("pod/")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error, whatever raised it (our errors already are one line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Forward:
+    """Runs one :class:`ForwardSpec` until cancelled (or, without reconnect, until lost)."""
+
+    def __init__(self, spec: ForwardSpec, load_access: AccessLoader, emit: EventSink) -> None:
+        self.spec = spec
+        self.status = ForwardStatus(name=spec.name, transport=None)
+        self._load_access = load_access
+        self._emit_to = emit
+        self._link: Link | None = None
+        self._remote_ports: list[int] = []
+        self._link_changed = trio.Event()
+        self._request_ids = itertools.count()
+        self._accepting = trio.CancelScope()
+        self._drained = trio.Event()
+        self._drained.set()
+        self._bound: list[BoundPort] = []
+
+    # -- events ------------------------------------------------------------------
+
+    def _emit(self, kind: Kind, message: str, **data: object) -> None:
+        self._emit_to(Event(self.spec.name, kind, message, data=dict(data)))
+
+    def _set_state(self, state: State, detail: str = "", **data: object) -> None:
+        self.status.state = state
+        self.status.detail = detail
+        text = f"{state.value} ({detail})" if detail and state is not State.FAILED else state.value
+        if state is State.FAILED:
+            text = f"failed: {detail}"
+        self._emit(Kind.STATE, text, state=state.value, detail=detail, **data)
+
+    # -- the forward's life --------------------------------------------------------
+
+    async def run(self) -> None:
+        """Listen and keep a link until cancelled; returns if no listener could be opened."""
+        async with trio.open_nursery() as nursery:
+            listeners = await self._open_listeners()
+            if not listeners:
+                self._set_state(State.FAILED, self._no_listener_message())
+                return
+            nursery.start_soon(self._accept_all, listeners, nursery)
+            await self._keep_linked()
+            nursery.cancel_scope.cancel()
+
+    def stop_accepting(self) -> None:
+        """Close the listeners; connections already accepted go on."""
+        self._accepting.cancel()
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+    # -- listeners -----------------------------------------------------------------
+
+    def _no_listener_message(self) -> str:
+        bound_ports = zip(self._bound, self.spec.ports, strict=True)
+        pairs = " ".join(f"{{{b.local} {p.remote}}}" for b, p in bound_ports)
+        return f"unable to listen on any of the requested ports: [{pairs}]"
+
+    async def _open_listeners(self) -> list[tuple[trio.SocketListener, int, int]]:
+        """Bind every port, client-go style; (listener, port index, local port) for each."""
+        opened: list[tuple[trio.SocketListener, int, int]] = []
+        for index, port in enumerate(self.spec.ports):
+            bound = await bind_port(self.spec.listen, port.local)
+            self._bound.append(bound)
+            for entry, listener in bound.listeners:
+                where = join_host_port(entry.address, bound.local)
+                self.status.listening.append(Listening(entry.address, bound.local, port.remote))
+                self._emit(
+                    Kind.LISTENING,
+                    f"Forwarding from {where} -> {port.remote}",
+                    address=entry.address,
+                    local=bound.local,
+                    remote=port.remote,
+                )
+                opened.append((listener, index, bound.local))
+            if bound.failed:
+                self._emit(Kind.LISTEN_FAILED, bound.failure_message(), local=bound.local)
+        return opened
+
+    async def _accept_all(
+        self, listeners: list[tuple[trio.SocketListener, int, int]], connections: trio.Nursery
+    ) -> None:
+        """Accept on every listener until :meth:`stop_accepting`; connections outlive it."""
+        with self._accepting:
+            async with trio.open_nursery() as nursery:
+                for listener, index, local in listeners:
+                    nursery.start_soon(self._accept_loop, listener, index, local, connections)
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, index: int, local: int, connections: trio.Nursery
+    ) -> None:
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                connections.start_soon(self._handle_connection, stream, index, local)
+
+    # -- connections ---------------------------------------------------------------
+
+    async def _current_link(self, hold: float) -> Link | None:
+        """The live link, waiting up to ``hold`` seconds for one."""
+        with trio.move_on_after(hold):
+            while self._link is None or not self._link.alive:
+                await self._link_changed.wait()
+            return self._link
+        return None
+
+    async def _handle_connection(self, stream: trio.SocketStream, index: int, local: int) -> None:
+        self.status.connections_open += 1
+        self.status.connections_total += 1
+        self._drained = trio.Event() if self._drained.is_set() else self._drained
+        quiet = self.spec.quiet_connections
+        self._emit(Kind.CONNECTION, f"Handling connection for {local}", local=local, quiet=quiet)
+        try:
+            link = await self._current_link(self.spec.reconnect.hold)
+            if link is None:
+                reason = self.status.last_error or self.status.state.value
+                self._emit(
+                    Kind.CONNECTION_ERROR,
+                    f"closing connection for {local}: no session to the pod within "
+                    f"{self.spec.reconnect.hold:g}s ({reason})",
+                    local=local,
+                )
+                set_linger_reset(stream)
+                await trio.aclose_forcefully(stream)
+                return
+            try:
+                outcome = await self._carry(link, stream, index, local)
+            except Exception as exc:  # one connection's bug must not end the forward
+                log.exception("connection for %s crashed", local)
+                await trio.aclose_forcefully(stream)
+                outcome = Outcome(f"connection for {local} failed: {describe(exc)}")
+            if outcome.error:
+                self._emit(Kind.CONNECTION_ERROR, outcome.error, local=local)
+        finally:
+            self.status.connections_open -= 1
+            if self.status.connections_open == 0:
+                self._drained.set()
+
+    async def _carry(
+        self, link: Link, stream: trio.SocketStream, index: int, local: int
+    ) -> Outcome:
+        remote = self._remote_ports[index]
+        if link.session is not None:
+            return await forward_over_session(
+                link.session,
+                stream,
+                local_port=local,
+                remote_port=remote,
+                request_id=next(self._request_ids),
+                traffic=self.status.traffic,
+            )
+        return await forward_over_channel(
+            link.endpoint,
+            link.path,
+            stream,
+            local_port=local,
+            remote_port=remote,
+            traffic=self.status.traffic,
+        )
+
+    # -- the link ------------------------------------------------------------------
+
+    def _publish(self, link: Link | None) -> None:
+        if self._link is not None and link is None:
+            self._link.lost = True
+        self._link = link
+        self._link_changed.set()
+        self._link_changed = trio.Event()
+
+    async def _keep_linked(self) -> None:
+        policy = self.spec.reconnect
+        attempt = 0
+        while True:
+            was_ready = False
+            try:
+                was_ready = await self._link_once()
+                self.status.waiting_for_pod = False
+            except trio.Cancelled:
+                raise
+            except Exception as exc:  # every failure is reported, then retried
+                self.status.waiting_for_pod = _waiting_for_pod(exc, self.spec)
+                message = describe(exc)
+                if message != self.status.last_error:
+                    self._emit(Kind.ERROR, message)
+                self.status.last_error = message
+            finally:
+                self._publish(None)
+                self.status.ready_since = None
+            if not policy.enabled:
+                self._set_state(State.FAILED, self.status.last_error or "lost connection to pod")
+                return
+            attempt = 1 if was_ready else attempt + 1
+            self.status.attempt = attempt
+            self.status.reconnects += 1
+            delay = backoff_delay(attempt, policy.initial_backoff, policy.max_backoff)
+            self._set_state(
+                State.RECONNECTING,
+                f"attempt {attempt}, next in {delay:.1f}s",
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
+            await self._wait_before_retry(delay)
+
+    async def _wait_before_retry(self, delay: float) -> None:
+        """Sleep ``delay`` — but wake early when a pod that could serve us appears.
+
+        A pod restart then costs one watch event, not a backoff period: the wait
+        watches the target's pods from the resourceVersion of a fresh LIST (so old
+        pods do not wake it) and returns as soon as a usable pod is added or changed.
+        The first ``initial_backoff`` is always slept, so nothing can spin.
+        """
+        await trio.sleep(min(delay, self.spec.reconnect.initial_backoff))
+        with trio.move_on_after(max(0.0, delay - self.spec.reconnect.initial_backoff)):
+            try:
+                await self._until_pod_usable()
+            except trio.Cancelled:
+                raise
+            except Exception:  # no watch (API down, forbidden…): plain backoff
+                await trio.sleep_forever()
+
+    async def _until_pod_usable(self) -> None:
+        access = await self._load_access(self.spec)
+        namespace = self.spec.namespace or access.namespace or "default"
+        client = KubeClient(access.endpoint)
+        query = await pod_query(client, self.spec, namespace)
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        listed = await client.get(path, query)
+        version = str(listed.get("metadata", {}).get("resourceVersion", ""))
+        wants_running_only = bool(self.spec.target and self.spec.target.startswith("pod/"))
+        async with aclosing(client.watch(path, {**query, "resourceVersion": version})) as events:
+            async for event in events:
+                pod = event.get("object") or {}
+                if event.get("type") not in ("ADDED", "MODIFIED"):
+                    continue
+                if wants_running_only:
+                    if pod.get("status", {}).get("phase") == "Running":
+                        return
+                elif is_ready_pod(pod):
+                    return
+        await trio.sleep_forever()  # the server ended the watch: wait out the backoff
+
+    async def _link_once(self) -> bool:
+        """Resolve, connect, serve until the session is lost; True if it became ready."""
+        self._set_state(State.RESOLVING)
+        access = await self._load_access(self.spec)
+        namespace = self.spec.namespace or access.namespace or "default"
+        client = KubeClient(access.endpoint)
+        target = await resolve(client, self.spec, namespace)
+        self._remote_ports = [remote for _, remote in target.ports]
+        self.status.pod, self.status.namespace = target.pod, target.namespace
+        self._set_state(State.CONNECTING, f"pod {target.pod}")
+        path = (
+            f"{access.path_prefix}/api/v1/namespaces/{target.namespace}"
+            f"/pods/{target.pod}/portforward"
+        )
+        if self.spec.transport == "websocket":
+            link = Link(target.pod, "websocket", access.endpoint, path)
+            self._became_ready(link)
+            reason = await self._watch_pod(client, target.namespace, target.pod)
+        else:
+            upgraded, used = await dial_spdy(access.endpoint, path, self.spec.transport)
+            keepalive = self.spec.keepalive
+            async with open_session(upgraded, "client", keepalive=keepalive) as session:
+                link = Link(target.pod, used, access.endpoint, path, session)
+                self._became_ready(link)
+                await session.wait_closed()
+                reason = session.close_reason or "session closed"
+        message = f"lost connection to pod {target.pod}: {reason}"
+        self.status.last_error = message
+        self._emit(Kind.ERROR, message)
+        return True
+
+    def _became_ready(self, link: Link) -> None:
+        self.status.transport = link.transport
+        self.status.ready_since = time.time()
+        self._publish(link)
+        self._set_state(State.READY, f"pod {link.pod} via {link.transport}", pod=link.pod)
+
+    async def _watch_pod(self, client: KubeClient, namespace: str, pod: str) -> str:
+        """For the ``websocket`` transport, which has no session to lose: poll the pod
+        every ``keepalive`` seconds and report why it stopped being usable."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}"
+        while True:
+            await trio.sleep(self.spec.keepalive)
+            try:
+                obj = await client.get(path)
+            except KubeApiError as exc:
+                if exc.status == 404:
+                    return "pod is gone"
+                continue
+            except Exception:  # the API server is unreachable: the pod may be fine
+                continue
+            if self.spec.target and self.spec.target.startswith("pod/"):
+                if obj.get("status", {}).get("phase") != "Running":
+                    return "pod is not running"
+            elif not is_ready_pod(obj):
+                return "pod is not ready"

@@ -1,0 +1,206 @@
+"""The supervisor: one trio nursery that owns every forward of a project.
+
+One forward failing never stops another. Stopping is two-staged, as people
+expect from compose: the first Ctrl-C/SIGTERM closes the listeners, lets open
+connections finish for up to ``grace`` seconds, then closes the sessions; a
+second one cancels everything at once. Forwards can be added, restarted and
+removed while it runs (``up -d`` again, ``restart``, ``down NAME``), each in its
+own cancel scope inside the one nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+from pfcompose.config import ForwardSpec
+from pfcompose.events import Event, EventSink, Kind
+from pfcompose.exitcodes import ExitCode
+from pfcompose.forward import AccessLoader, Forward, ForwardStatus, State
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0
+"""Seconds open connections get to finish after a stop request."""
+
+
+@dataclass
+class ReconcileResult:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Running:
+    forward: Forward
+    scope: trio.CancelScope
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Supervisor:
+    """Runs forwards side by side until stopped or, unless ``persistent``, until all ended."""
+
+    def __init__(
+        self,
+        specs: Iterable[ForwardSpec],
+        load_access: AccessLoader,
+        *,
+        emit: EventSink,
+        grace: float = STOP_GRACE,
+        persistent: bool = False,
+    ) -> None:
+        self._specs = list(specs)
+        self._load_access = load_access
+        self._emit = emit
+        self._grace = grace
+        self._persistent = persistent
+        self._running: dict[str, _Running] = {}
+        self._nursery: trio.Nursery | None = None
+        self._stop_requested = trio.Event()
+        self._stopped_by_request = False
+        self._forced = False
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def forwards(self) -> list[Forward]:
+        return [running.forward for running in self._running.values()]
+
+    @property
+    def statuses(self) -> list[ForwardStatus]:
+        return [f.status for f in self.forwards]
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; a second call forces an immediate one."""
+        if self._stop_requested.is_set():
+            self._forced = True
+            if self._scope is not None:
+                self._scope.cancel()
+        self._stop_requested.set()
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+    ) -> ExitCode:
+        async with trio.open_nursery() as outer:
+            self._scope = outer.cancel_scope
+            if handle_signals:
+                outer.start_soon(self._watch_signals)
+            outer.start_soon(self._stop_when_requested, outer)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for spec in self._specs:
+                    self._start(spec)
+                if self._persistent:
+                    nursery.start_soon(trio.sleep_forever)
+                task_status.started(self)
+            outer.cancel_scope.cancel()
+        self._nursery = None
+        if self._forced:
+            return ExitCode.INTERRUPTED
+        if self._stopped_by_request or not self._specs:
+            return ExitCode.OK
+        # Every forward ended on its own: none could listen, or (reconnect disabled)
+        # each lost its pod, which kubectl also reports with status 1.
+        return ExitCode.FAILURE
+
+    # -- changing the set of forwards while running ------------------------------------
+
+    def _start(self, spec: ForwardSpec) -> None:
+        assert self._nursery is not None, "the supervisor is not running"
+        running = _Running(Forward(spec, self._load_access, self._emit), trio.CancelScope())
+        self._running[spec.name] = running
+        self._nursery.start_soon(self._run_forward, running)
+
+    async def _run_forward(self, running: _Running) -> None:
+        forward = running.forward
+        try:
+            with running.scope:
+                await forward.run()
+        except Exception as exc:  # a bug in one forward must not take the others down
+            forward.status.state = State.FAILED
+            forward.status.last_error = f"internal error: {type(exc).__name__}: {exc}"
+            self._emit(Event(forward.spec.name, Kind.ERROR, forward.status.last_error))
+            self._emit(
+                Event(
+                    forward.spec.name,
+                    Kind.STATE,
+                    "failed: internal error",
+                    data={"state": "failed"},
+                )
+            )
+            log.exception("forward %s crashed", forward.spec.name)
+        finally:
+            running.done.set()
+
+    async def stop_forward(self, name: str) -> bool:
+        """Stop one forward gracefully (listeners closed, connections get the grace)."""
+        running = self._running.pop(name, None)
+        if running is None:
+            return False
+        running.forward.stop_accepting()
+        with trio.move_on_after(self._grace):
+            await running.forward.wait_drained()
+        running.scope.cancel()
+        await running.done.wait()
+        running.forward.status.state = State.STOPPED
+        self._emit(Event(name, Kind.STATE, "stopped", data={"state": "stopped"}))
+        return True
+
+    async def restart(self, names: Iterable[str] | None = None) -> list[str]:
+        """Restart the named forwards (all if None) with their current specs."""
+        chosen = list(self._running) if names is None else [n for n in names if n in self._running]
+        for name in chosen:
+            spec = self._running[name].forward.spec
+            await self.stop_forward(name)
+            self._start(spec)
+        return chosen
+
+    async def reconcile(self, specs: Mapping[str, ForwardSpec]) -> ReconcileResult:
+        """Make the running set match ``specs``; unchanged forwards are not touched."""
+        result = ReconcileResult()
+        for name in list(self._running):
+            if name not in specs:
+                await self.stop_forward(name)
+                result.removed.append(name)
+        for name, spec in specs.items():
+            current = self._running.get(name)
+            if current is None:
+                self._start(spec)
+                result.added.append(name)
+            elif current.forward.spec != spec:
+                await self.stop_forward(name)
+                self._start(spec)
+                result.changed.append(name)
+            else:
+                result.unchanged.append(name)
+        self._specs = list(specs.values())
+        return result
+
+    # -- stopping ----------------------------------------------------------------------
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.request_stop()
+
+    async def _stop_when_requested(self, outer: trio.Nursery) -> None:
+        await self._stop_requested.wait()
+        self._stopped_by_request = True
+        self._emit(Event("", Kind.STATE, "Gracefully stopping... (press Ctrl+C again to force)",
+                         data={"state": "stopping"}))
+        for forward in self.forwards:
+            forward.stop_accepting()
+        with trio.move_on_after(self._grace):
+            for forward in self.forwards:
+                await forward.wait_drained()
+        for forward in self.forwards:
+            forward.status.state = State.STOPPED
+        outer.cancel_scope.cancel()

@@ -1,0 +1,82 @@
+"""Terminal output: compose-style prefixed lines, or JSON lines for machines.
+
+``db  | Forwarding from 127.0.0.1:15432 -> 5432`` — the text after the bar is what
+kubectl prints, so habits and scripts carry over. Every line is flushed as it is
+written, so a pipe sees it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+from pfcompose.events import Event, Kind
+
+# Compose's palette order, skipping colours that vanish on dark or light backgrounds.
+_COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+_RESET = "\x1b[0m"
+
+
+def _is_tty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class TerminalSink:
+    """Prints events as ``NAME | text``; names padded to the longest, coloured on a TTY."""
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        *,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        colour: bool | None = None,
+        quiet_connections: bool = False,
+    ) -> None:
+        self._out = out if out is not None else sys.stdout
+        self._err = err if err is not None else sys.stderr
+        names = list(names)
+        self._width = max((len(n) for n in names), default=0)
+        self._colour = _is_tty(self._out) if colour is None else colour
+        self._colours = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
+        self._quiet_connections = quiet_connections
+
+    def prefix(self, name: str) -> str:
+        if not name:
+            return ""
+        padded = name.ljust(self._width)
+        if self._colour:
+            colour = self._colours.get(name, _COLOURS[0])
+            return f"\x1b[{colour}m{padded} |{_RESET} "
+        return f"{padded} | "
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is Kind.CONNECTION and (
+            self._quiet_connections or event.data.get("quiet", False)
+        ):
+            return
+        stream = self._err if event.is_error else self._out
+        text = event.message
+        if event.kind is Kind.WARNING:
+            text = f"warning: {text}"
+        stream.write(f"{self.prefix(event.forward)}{text}\n")
+        stream.flush()
+
+
+class JsonSink:
+    """One JSON object per line, flushed: ``{"time", "forward", "kind", "message", …}``."""
+
+    def __init__(self, out: TextIO | None = None, *, quiet_connections: bool = False) -> None:
+        self._out = out if out is not None else sys.stdout
+        self._quiet_connections = quiet_connections
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is Kind.CONNECTION and (
+            self._quiet_connections or event.data.get("quiet", False)
+        ):
+            return
+        self._out.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+        self._out.flush()
