@@ -17,6 +17,12 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("config_cmd", "schema"),
     ("sandbox_cmd", "sandbox"),
     ("up_cmd", "up"),
+    ("lifecycle_cmd", "ps"),
+    ("lifecycle_cmd", "logs"),
+    ("lifecycle_cmd", "down"),
+    ("lifecycle_cmd", "restart"),
+    ("lifecycle_cmd", "ls"),
+    ("lifecycle_cmd", "_daemon"),
 )
 
 

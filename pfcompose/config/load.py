@@ -102,6 +102,7 @@ class _Loader:
 
         built = self._validate(root, named[0][0])
         name = self._project_name(root, project_name, directory)
+        ports_env = self._ports_env(root, directory)
         active = self._active(built, root, profiles, selected, env)
         if self.errors:
             raise self._failure()
@@ -116,6 +117,7 @@ class _Loader:
             files=tuple(path.resolve() for _, path in named),
             forwards={forward.spec.name: forward.spec for forward in active},
             warnings=tuple(self._sorted(unique(self.warnings))),
+            ports_env=ports_env,
         )
 
     def _files(
@@ -249,6 +251,15 @@ class _Loader:
             return None
         self.partial[id(partial)] = frozenset(str(key) for key in failed)
         return partial
+
+    def _ports_env(self, root: Map, directory: Path) -> Path | None:
+        node = root.entries.get("ports_env")
+        if node is None or (isinstance(node, Scalar) and node.value in (None, "")):
+            return None
+        if not (isinstance(node, Scalar) and isinstance(node.value, str)):
+            self.errors.append(Problem.at(node.pos, "ports_env", "ports_env must be a file path"))
+            return None
+        return directory / node.value
 
     def _project_name(self, root: Map, option: str | None, directory: Path) -> str:
         node = root.entries.get("name")

@@ -217,6 +217,11 @@ class FileModel(BaseModel):
 
     name: str | None = Field(default=None, description="project name (default: the directory name)")
     defaults: Defaults | None = None
+    ports_env: str | None = Field(
+        default=None,
+        description="dotenv file of the actual local ports (PFCOMPOSE_<FORWARD>_<REMOTE>=<port>), "
+        "relative to the project directory; rewritten when they change",
+    )
     forwards: dict[str, Forward] = Field(
         description="forward name -> forward",
         json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN}},

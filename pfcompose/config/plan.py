@@ -81,6 +81,7 @@ class Plan:
     files: tuple[Path, ...]
     forwards: dict[str, ForwardSpec]  # active forwards only, in file order
     warnings: tuple[Problem, ...]
+    ports_env: Path | None = None  # top-level ports_env:, resolved against project_directory
 
 
 DEFAULT_ADDRESSES = ("localhost",)

@@ -1,0 +1,471 @@
+"""``up -d``: one supervisor process per project that outlives the shell.
+
+The CLI starts ``python -m pfcompose _daemon`` in a new session (so the terminal's
+Ctrl-C and hang-up do not reach it), hands it a :class:`Launch` on stdin and reads
+exactly one line back on a pipe: ``{"ok": true, "pid": …}`` once the control socket
+is listening and the forwards are starting, or ``{"ok": false, "error": …}``. There
+is no polling for a socket to appear. From then on everything — ``ps``, ``logs``,
+``down``, reconciling after the file changed — goes through the control socket
+(:mod:`pfcompose.control`), and the daemon answers from the supervisor's own state.
+
+The daemon re-reads the configuration itself from the same files, variables and
+flags the CLI used (:class:`LoadArgs`), so what runs is exactly what ``pfcompose
+config`` shows; the CLI has already validated it and printed any problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pfcompose import __version__
+from pfcompose.config import ConfigErrors, ForwardSpec, Plan, load_plan
+from pfcompose.control import (
+    ControlError,
+    DaemonLock,
+    InFlight,
+    ProjectPaths,
+    Reply,
+    bind_socket,
+    project_paths,
+    serve,
+)
+from pfcompose.eventlog import EventLog, EventLogFile, matches
+from pfcompose.events import Event, EventSink, fan_out
+from pfcompose.portsenv import PortsEnvFile
+from pfcompose.status import status_record
+from pfcompose.supervisor import Supervisor
+
+__all__ = ["READY_TIMEOUT", "Daemon", "Launch", "LoadArgs", "daemon_main", "spawn"]
+
+READY_TIMEOUT = 30.0
+"""How long ``up -d`` waits for the daemon's ready line before giving up."""
+
+
+@dataclass(frozen=True)
+class LoadArgs:
+    """The arguments of :func:`load_plan`, absolute, so another process loads the same plan."""
+
+    files: tuple[str, ...]
+    project_directory: str
+    project_name: str
+    env_files: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    selected: tuple[str, ...] = ()
+    environ: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_plan(
+        cls,
+        plan: Plan,
+        *,
+        env_files: Sequence[Path] = (),
+        profiles: Sequence[str] = (),
+        selected: Sequence[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> LoadArgs:
+        return cls(
+            files=tuple(str(path) for path in plan.files),
+            project_directory=str(plan.project_directory),
+            project_name=plan.name,
+            env_files=tuple(str(Path(path).resolve()) for path in env_files),
+            profiles=tuple(profiles),
+            selected=tuple(selected),
+            environ=dict(os.environ if environ is None else environ),
+        )
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LoadArgs:
+        return cls(
+            files=tuple(data["files"]),
+            project_directory=data["project_directory"],
+            project_name=data["project_name"],
+            env_files=tuple(data.get("env_files", ())),
+            profiles=tuple(data.get("profiles", ())),
+            selected=tuple(data.get("selected", ())),
+            environ=dict(data.get("environ", {})),
+        )
+
+    def load(self) -> Plan:
+        return load_plan(
+            [Path(f) for f in self.files],
+            project_directory=Path(self.project_directory),
+            project_name=self.project_name,
+            env_files=[Path(f) for f in self.env_files],
+            profiles=self.profiles,
+            selected=self.selected,
+            environ=self.environ,
+        )
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything the daemon needs, sent as one JSON line on its stdin."""
+
+    load: LoadArgs
+    kubeconfig: str | None = None
+    context: str | None = None
+    ports_env: str | None = None  # absolute path, or None
+    log_file: str | None = None  # absolute path; None = the project's default in the runtime dir
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Launch:
+        return cls(
+            load=LoadArgs.from_json(data["load"]),
+            kubeconfig=data.get("kubeconfig"),
+            context=data.get("context"),
+            ports_env=data.get("ports_env"),
+            log_file=data.get("log_file"),
+        )
+
+
+class _Changes:
+    """An event sink that wakes waiters whenever anything happened."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+def _one_line(exc: ConfigErrors) -> str:
+    return "; ".join(str(problem) for problem in exc.problems) or str(exc)
+
+
+class Daemon:
+    """The daemon's state and its control-socket request handler."""
+
+    def __init__(self, launch: Launch, plan: Plan, paths: ProjectPaths) -> None:
+        from pfcompose.commands.up_cmd import access_loader
+
+        self.launch = launch
+        self.plan = plan
+        self.paths = paths
+        self.started = time.time()
+        self.log_path = Path(launch.log_file) if launch.log_file else paths.log
+        self.events = EventLog(file=EventLogFile(self.log_path))
+        ports_env = Path(launch.ports_env) if launch.ports_env else plan.ports_env
+        self.ports_env = PortsEnvFile(ports_env, plan.name) if ports_env else None
+        self.changes = _Changes()
+        sinks: list[EventSink] = [self.events, self._to_ports_env, self.changes]
+        self.order = list(plan.forwards)
+        self.supervisor = Supervisor(
+            plan.forwards.values(),
+            access_loader(launch.kubeconfig, launch.context),
+            emit=fan_out(*sinks),
+            persistent=True,
+        )
+        self.stopped = trio.Event()
+        self.closing = trio.Event()
+        self.in_flight = InFlight()
+
+    def _to_ports_env(self, event: Event) -> None:
+        if self.ports_env is not None:
+            self.ports_env(event)
+
+    # -- running -------------------------------------------------------------------
+
+    async def run(self, listener: trio.SocketListener, ready: Reply) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._supervise)
+            await nursery.start(
+                functools.partial(serve, listener, self.handle, in_flight=self.in_flight)
+            )
+            await ready({"ok": True, "pid": os.getpid(), "socket": str(self.paths.socket)})
+            await self.stopped.wait()
+            self.closing.set()
+            self.changes.wake()  # ends every ``wait``
+            self.events.close()  # ends every ``logs -f`` stream
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.socket.unlink()
+            if self.ports_env is not None:
+                self.ports_env.remove()
+            with trio.move_on_after(2.0):
+                await self.in_flight.wait_idle()  # ``down`` hears that the stop is complete
+            nursery.cancel_scope.cancel()
+
+    async def _supervise(self, task_status: trio.TaskStatus[Supervisor]) -> None:
+        try:
+            await self.supervisor.run(handle_signals=True, task_status=task_status)
+        finally:
+            self.stopped.set()
+
+    # -- the protocol ----------------------------------------------------------------
+
+    async def handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
+        method = getattr(self, f"op_{op}", None)
+        if method is None:
+            raise ControlError(f"unknown request {op!r}")
+        if self.closing.is_set() and op != "info":
+            raise ControlError(f"project {self.plan.name} is stopping")
+        return await method(args, send)
+
+    def _specs(self) -> dict[str, ForwardSpec]:
+        return {forward.spec.name: forward.spec for forward in self.supervisor.forwards}
+
+    def records(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
+        specs = self._specs()
+        rank = {name: index for index, name in enumerate(self.order)}
+        statuses = sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
+        now = time.time()
+        return [
+            status_record(status, specs.get(status.name), now=now)
+            for status in statuses
+            if not names or status.name in names
+        ]
+
+    def _check_names(self, names: Sequence[str]) -> None:
+        known = self._specs()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ControlError(f"no such forward: {', '.join(unknown)}")
+
+    async def op_info(self, args: dict[str, Any], send: Reply) -> Any:
+        return {
+            "project": self.plan.name,
+            "pid": os.getpid(),
+            "version": __version__,
+            "files": [str(f) for f in self.plan.files],
+            "project_directory": str(self.plan.project_directory),
+            "forwards": len(self.supervisor.forwards),
+            "started": self.started,
+            "socket": str(self.paths.socket),
+            "log_file": str(self.log_path),
+            "ports_env": str(self.ports_env.path) if self.ports_env else None,
+        }
+
+    async def op_ps(self, args: dict[str, Any], send: Reply) -> Any:
+        return {"project": self.plan.name, "forwards": self.records(args.get("names") or ())}
+
+    async def op_wait(self, args: dict[str, Any], send: Reply) -> Any:
+        """Answer once every forward is past starting (``listening``) or ready (``ready``)."""
+        until = args.get("until", "listening")
+        timeout = float(args.get("timeout", 60.0))
+        names = args.get("names") or ()
+        satisfied = False
+        with trio.move_on_after(timeout):
+            while True:
+                states = [r["state"] for r in self.records(names)]
+                if until == "ready":
+                    satisfied = all(state == "ready" for state in states)
+                    if satisfied or "failed" in states:
+                        break
+                else:
+                    satisfied = "starting" not in states
+                    if satisfied:
+                        break
+                if self.closing.is_set():
+                    break
+                await self.changes.wait()
+        return {"satisfied": satisfied, "forwards": self.records(names)}
+
+    async def op_logs(self, args: dict[str, Any], send: Reply) -> Any:
+        names = list(args.get("names") or ())
+        since = args.get("since")
+        tail = args.get("tail")
+        records = self.events.snapshot(since, names)
+        # Register before the first await, so no event falls between snapshot and follow.
+        follow = self.events.follow(names) if args.get("follow") else None
+        if isinstance(tail, int) and tail >= 0:
+            records = records[len(records) - tail :] if tail else []
+        try:
+            for record in records:
+                await send({"event": record})
+            if follow is None:
+                return {"ended": "snapshot"}
+            async with follow:
+                async for record in follow:
+                    if matches(record, since, names):
+                        await send({"event": record})
+            return {"ended": "stopped" if self.closing.is_set() else "behind"}
+        finally:
+            if follow is not None:
+                self.events.unfollow(follow)
+
+    async def op_down(self, args: dict[str, Any], send: Reply) -> Any:
+        names = list(args.get("names") or ())
+        self._check_names(names)
+        if names:
+            for name in names:
+                await self.supervisor.stop_forward(name)
+            return {"stopped": names, "exited": False}
+        stopping = [forward.spec.name for forward in self.supervisor.forwards]
+        self.supervisor.request_stop()
+        await self.stopped.wait()
+        return {"stopped": stopping, "exited": True}
+
+    async def op_restart(self, args: dict[str, Any], send: Reply) -> Any:
+        names = list(args.get("names") or ())
+        self._check_names(names)
+        restarted = await self.supervisor.restart(names or None)
+        return {"restarted": restarted}
+
+    def _switch_ports_env(self, path: Path | None) -> None:
+        """A ports file named by the new ``up -d`` (flag or key) replaces the current one."""
+        if path is None or (self.ports_env is not None and self.ports_env.path == path):
+            return
+        if self.ports_env is not None:
+            self.ports_env.remove()
+        self.ports_env = PortsEnvFile(path, self.plan.name)
+        self.ports_env.seed(
+            (status.name, item.remote, item.local)
+            for status in self.supervisor.statuses
+            for item in status.listening
+        )
+
+    async def op_reconcile(self, args: dict[str, Any], send: Reply) -> Any:
+        """``up -d`` again: start added and changed forwards, stop removed ones."""
+        launch = Launch.from_json(args["launch"])
+        load = launch.load
+        try:
+            plan = await trio.to_thread.run_sync(load.load)
+        except ConfigErrors as exc:
+            raise ControlError(_one_line(exc)) from None
+        specs = dict(plan.forwards)
+        if load.selected:  # compose: `up -d a` leaves b alone
+            current = self._specs()
+            specs = {name: spec for name, spec in current.items() if name not in specs} | specs
+        self._switch_ports_env(Path(launch.ports_env) if launch.ports_env else plan.ports_env)
+        result = await self.supervisor.reconcile(specs)
+        self.plan = plan
+        self.order = list(plan.forwards) + [n for n in self.order if n not in plan.forwards]
+        return asdict(result)
+
+
+# -- the daemon process -------------------------------------------------------------------
+
+
+def daemon_main() -> int:
+    """Entry of ``pfcompose _daemon``: read the launch, report once on stdout, run."""
+    ready_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    line = sys.stdin.readline()
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)  # nothing else may write to the pipe the parent reads
+    os.close(devnull)
+
+    reported = False
+
+    def report(message: Mapping[str, Any]) -> None:
+        nonlocal reported
+        if reported:
+            return
+        reported = True
+        with contextlib.suppress(OSError):
+            ready_out.write(json.dumps(message) + "\n")
+            ready_out.flush()
+            ready_out.close()
+
+    try:
+        launch = Launch.from_json(json.loads(line))
+        return trio.run(_daemon, launch, report)
+    except BaseException as exc:
+        report({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        report({"ok": False, "error": "the daemon exited before it was ready"})
+
+
+async def _daemon(launch: Launch, report: Any) -> int:
+    try:
+        plan = launch.load.load()
+    except ConfigErrors as exc:
+        report({"ok": False, "error": _one_line(exc)})
+        return 2
+    paths = project_paths(plan.name)
+    lock = DaemonLock(paths.lock)
+    if not lock.try_acquire():
+        report({"ok": False, "error": "already running", "running": True})
+        return 0
+    try:
+        listener = await bind_socket(paths.socket)
+        daemon = Daemon(launch, plan, paths)
+
+        async def ready(message: Mapping[str, Any]) -> None:
+            report(message)
+
+        await daemon.run(listener, ready)
+        return 0
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if not paths.socket.exists() or paths.socket.is_socket():
+                paths.socket.unlink()
+        lock.release()
+
+
+# -- the parent's side ----------------------------------------------------------------------
+
+
+async def spawn(
+    launch: Launch, paths: ProjectPaths, *, timeout: float = READY_TIMEOUT
+) -> dict[str, Any]:
+    """Start the daemon and return its one ready line (``ok`` false: ``error`` says why)."""
+    paths.stderr.parent.mkdir(parents=True, exist_ok=True)
+    stderr_fd = os.open(paths.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "pfcompose", "_daemon"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(stderr_fd)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        async with process.stdin:
+            await process.stdin.send_all(json.dumps(launch.to_json()).encode() + b"\n")
+        buffer = b""
+        with trio.move_on_after(timeout) as scope:
+            while b"\n" not in buffer:
+                chunk = await process.stdout.receive_some(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+        await process.stdout.aclose()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        raise
+    if scope.cancelled_caught:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        return {"ok": False, "error": f"the daemon did not report ready within {timeout:g}s"}
+    line, _, _ = buffer.partition(b"\n")
+    try:
+        message: dict[str, Any] = json.loads(line)
+    except ValueError:
+        return {"ok": False, "error": f"the daemon failed to start{_stderr_tail(paths)}"}
+    return message
+
+
+def _stderr_tail(paths: ProjectPaths) -> str:
+    try:
+        lines = paths.stderr.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f": {lines[-1]}" if lines else ""
