@@ -149,6 +149,27 @@ class SpdyStream(trio.abc.HalfCloseableStream):
             await self._replied.wait()
             self._check_send()
 
+    async def wait_replied(self, timeout: float = 30.0) -> None:
+        """Wait for the SYN_REPLY of a stream we opened (see ``open_stream(wait=False)``).
+
+        Raises :class:`StreamReset` if the peer refused it, :class:`StreamOpenTimeout`
+        (after resetting the stream) if no reply came in time, :class:`SessionLost`.
+        """
+        session = self._session
+        try:
+            with trio.move_on_after(timeout):
+                await self._replied.wait()
+        except BaseException:
+            self.reset()
+            raise
+        if self._reset_by_peer is not None:
+            session._forget(self)
+            raise StreamReset("Stream reset", self._reset_by_peer)
+        session._check_alive()
+        if not self._replied.is_set():
+            await self.aclose()
+            raise StreamOpenTimeout("Timeout occurred")
+
     # ------------------------------------------------------------------ reader side
 
     def _on_data(self, data: bytes, fin: bool) -> None:
@@ -383,11 +404,16 @@ class SpdySession:
         """Reset every stream the peer opens from now on with ``status`` (``None``: accept)."""
         self._refuse_status = status
 
-    async def open_stream(self, headers: Mapping[str, str], timeout: float = 30.0) -> SpdyStream:
+    async def open_stream(
+        self, headers: Mapping[str, str], timeout: float = 30.0, *, wait: bool = True
+    ) -> SpdyStream:
         """Open a stream and wait for its SYN_REPLY (client-go waits 30 s).
 
         Raises :class:`StreamReset` if the peer refuses it, :class:`StreamOpenTimeout`
         (after resetting the stream) if no reply comes in time, :class:`SessionLost`.
+        ``wait=False`` returns once the SYN_STREAM is written; call
+        :meth:`SpdyStream.wait_replied` later. Opening an error/data pair that way
+        costs one round trip instead of two on every new connection.
         """
         self._check_alive()
         async with self._send_lock:
@@ -399,19 +425,8 @@ class SpdySession:
             stream = SpdyStream(self, sid, {k.lower(): v for k, v in headers.items()}, local=True)
             self._streams[sid] = stream
             await self._flush_locked()
-        try:
-            with trio.move_on_after(timeout):
-                await stream._replied.wait()
-        except BaseException:
-            stream.reset()
-            raise
-        if stream._reset_by_peer is not None:
-            self._forget(stream)
-            raise StreamReset("Stream reset", stream._reset_by_peer)
-        self._check_alive()
-        if not stream._replied.is_set():
-            await stream.aclose()
-            raise StreamOpenTimeout("Timeout occurred")
+        if wait:
+            await stream.wait_replied(timeout)
         return stream
 
     async def accept_stream(self) -> SpdyStream:

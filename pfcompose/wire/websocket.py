@@ -11,15 +11,25 @@ boundaries mean nothing, close 1000 is EOF.
 Buffering is bounded: the socket is read only when every event of the previous
 read has been consumed, so a reader that stalls stops the socket (TCP
 back-pressure) instead of growing memory.
+
+Data path (docs/performance.md): whole binary messages are framed here, not by
+wsproto, into one buffer masked in place (:func:`encode_binary_frame`) — wsproto's
+client framing copied the payload five times and capped tunnel uploads near
+220 MB/s. Incoming masked frames (server role) are unmasked in place by
+:class:`LaneMasker`, installed as wsproto's masker. Control frames, text and the
+closing handshake stay with wsproto.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import struct
 from collections import deque
 from typing import Literal
 
 import trio
+import wsproto.frame_protocol
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
@@ -45,6 +55,68 @@ MESSAGE_TOO_BIG = 1009
 ABNORMAL_CLOSURE = 1006
 
 Role = Literal["client", "server"]
+
+_XOR_TABLES = tuple(bytes(b ^ k for b in range(256)) for k in range(256))
+_OP_BINARY_FIN = 0x82
+_MASK_BIT = 0x80
+
+
+def mask_in_place(buf: bytearray, start: int, key: bytes | bytearray) -> None:
+    """XOR ``buf[start:]`` with the repeating 4-byte ``key``.
+
+    Four strided ``translate`` passes (one per key byte) run in C; measured at
+    ~640 MB/s for 256 KiB against ~450 MB/s for wsproto's masker, which copies
+    twice more. Masking is an involution: the same call unmasks.
+    """
+    for lane in range(4):
+        part = slice(start + lane, None, 4)
+        buf[part] = buf[part].translate(_XOR_TABLES[key[lane]])
+
+
+def encode_binary_frame(payload: bytes | bytearray | memoryview, *, mask: bool) -> bytearray:
+    """One final binary frame (RFC 6455 §5.2) carrying ``payload``: a single copy.
+
+    Clients mask with a fresh random key per frame (§5.3), as wsproto does.
+    """
+    n = len(payload)
+    bit = _MASK_BIT if mask else 0
+    if n <= 125:
+        buf = bytearray((_OP_BINARY_FIN, n | bit))
+    elif n <= 0xFFFF:
+        buf = bytearray(struct.pack("!BBH", _OP_BINARY_FIN, 126 | bit, n))
+    else:
+        buf = bytearray(struct.pack("!BBQ", _OP_BINARY_FIN, 127 | bit, n))
+    if mask:
+        key = os.urandom(4)
+        buf += key
+        start = len(buf)
+        buf += payload
+        mask_in_place(buf, start, key)
+    else:
+        buf += payload
+    return buf
+
+
+class LaneMasker(wsproto.frame_protocol.XorMaskerSimple):
+    """wsproto's incoming-frame masker, unmasking in place (same results, fewer copies).
+
+    wsproto hands ``process`` a fresh ``bytearray`` slice of its buffer, so
+    modifying it in place is safe; anything else is copied first.
+    """
+
+    def process(self, data: bytearray) -> bytearray:
+        buf = data if isinstance(data, bytearray) else bytearray(data)
+        if buf:
+            key = self._masking_key
+            mask_in_place(buf, 0, key)
+            turn = len(buf) % 4
+            self._masking_key = key[turn:] + key[:turn]
+        return buf
+
+
+# wsproto builds its per-frame masker from this module global (frame_protocol.py);
+# LaneMasker keeps its interface and results, so replacing it is safe process-wide.
+wsproto.frame_protocol.XorMaskerSimple = LaneMasker  # type: ignore[misc]
 
 
 class WebSocketClosed(WireError, trio.BrokenResourceError):
@@ -120,11 +192,13 @@ class WebSocketConnection:
     async def send_message(self, data: bytes | bytearray | memoryview | str) -> None:
         """Send one message: binary for bytes-like ``data``, text for ``str``."""
         self._check_open_for_send()
+        if not isinstance(data, str):
+            # The state check above is all wsproto would do for a whole binary message
+            # (no extensions are ever negotiated), so frame it here without copies.
+            await self._send_frames(encode_binary_frame(data, mask=self.role == "client"))
+            return
         try:
-            if isinstance(data, str):
-                frame = self._ws.send(TextMessage(data=data))
-            else:
-                frame = self._ws.send(BytesMessage(data=bytes(data)))
+            frame = self._ws.send(TextMessage(data=data))
         except LocalProtocolError:  # pragma: no cover - state checked above
             raise WebSocketClosed("websocket closed", self.close_code, self.close_reason) from None
         await self._send_frames(frame)
@@ -307,10 +381,10 @@ class WebSocketByteStream(trio.abc.Stream):
         try:
             view = memoryview(data)
             if len(view) <= SEND_CHUNK:
-                await self.ws.send_message(bytes(view))
+                await self.ws.send_message(view)
                 return
             for start in range(0, len(view), SEND_CHUNK):
-                await self.ws.send_message(bytes(view[start : start + SEND_CHUNK]))
+                await self.ws.send_message(view[start : start + SEND_CHUNK])
         finally:
             self._sending = False
 
