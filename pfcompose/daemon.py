@@ -44,6 +44,7 @@ from pfcompose.control import (
 from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
 from pfcompose.portsenv import PortsEnvFile
+from pfcompose.resources import raise_open_file_limit
 from pfcompose.status import status_record
 from pfcompose.supervisor import Supervisor
 
@@ -380,6 +381,7 @@ def daemon_main() -> int:
 
     try:
         launch = Launch.from_json(json.loads(line))
+        raise_open_file_limit()
         return trio.run(_daemon, launch, report)
     except BaseException as exc:
         report({"ok": False, "error": f"{type(exc).__name__}: {exc}"})

@@ -23,6 +23,7 @@ from pfcompose.events import Event, EventSink, Kind
 from pfcompose.exitcodes import ExitCode
 from pfcompose.forward import AccessLoader
 from pfcompose.kube import ClusterAccess, load_access
+from pfcompose.resources import raise_open_file_limit
 from pfcompose.supervisor import Supervisor
 from pfcompose.ui import JsonSink, TerminalSink
 
@@ -78,6 +79,7 @@ def up(
     emit = foreground_sinks(plan, emit, lifecycle)
     # -- end lifecycle ------------------------------------------------------------------
     run = functools.partial(_run, plan, emit, kubeconfig=kubeconfig, context=context)
+    raise_open_file_limit()
     code = trio.run(_run_sandboxed, plan, emit, run) if sandbox else trio.run(run, None)
     raise click.exceptions.Exit(int(code))
 
