@@ -185,9 +185,9 @@ class Forward:
         """Bind every port, client-go style; (listener, port index, local port) for each."""
         opened: list[tuple[trio.SocketListener, int, int]] = []
         for index, port in enumerate(self.spec.ports):
-            bound = await bind_port(self.spec.listen, port.local)
+            bound, listeners = await bind_port(self.spec.listen, port.local)
             self._bound.append(bound)
-            for entry, listener in bound.listeners:
+            for entry, listener in listeners:
                 where = join_host_port(entry.address, bound.local)
                 self.status.listening.append(Listening(entry.address, bound.local, port.remote))
                 self._emit(

@@ -6,6 +6,9 @@ failed; listeners that did bind for a failed port stay open and serve, as in
 client-go. A random local port (0) is chosen by the first successful bind and
 reused for every later address, so ``localhost`` gives the same port on
 127.0.0.1 and ::1. Error texts are Go's, word for word, so people can search them.
+
+``up`` binds through :func:`bind_port`; ``config --check-ports`` uses the same
+:func:`bind_port_sync` and lets go at once, so both report identical lines.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from pfcompose.config import ListenAddress
+from pfcompose.config.addresses import ListenAddress, canonical_ip
 
-_LISTEN_BACKLOG = 4096  # Go listens with the kernel's somaxconn
+
+class ListenError(OSError):
+    """One address could not be bound; ``str()`` is Go's ``net.OpError`` text."""
 
 
 def join_host_port(host: str, port: int) -> str:
@@ -31,9 +36,33 @@ def join_host_port(host: str, port: int) -> str:
 
 def go_errno_text(exc: OSError) -> str:
     """The text Go's ``syscall.Errno`` prints: strerror with a lowercase first letter."""
-    code = exc.errno
-    text = os.strerror(code) if code is not None else (exc.strerror or str(exc))
+    text = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
     return text[:1].lower() + text[1:]
+
+
+def listen_socket(entry: ListenAddress, port: int) -> socket.socket:
+    """Bind and listen like Go's ``net.Listen(family, host:port)`` (SO_REUSEADDR, v6only)."""
+    ip = str(canonical_ip(entry.address))
+    family = socket.AF_INET if entry.family == "tcp4" else socket.AF_INET6
+    where = f"listen {entry.family} {join_host_port(ip, port)}"
+    step = "socket"
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ListenError(exc.errno, f"{where}: {step}: {go_errno_text(exc)}") from None
+    try:
+        step = "setsockopt"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # Go does the same
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # "tcp6" = v6 only
+        step = "bind"
+        sock.bind((ip, port))
+        step = "listen"
+        sock.listen(socket.SOMAXCONN)  # Go listens with the kernel's somaxconn
+    except OSError as exc:
+        sock.close()
+        raise ListenError(exc.errno, f"{where}: {step}: {go_errno_text(exc)}") from None
+    return sock
 
 
 @dataclass
@@ -42,7 +71,7 @@ class BoundPort:
 
     local: int
     """The port actually bound (random ports resolved), or the requested one if none bound."""
-    listeners: list[tuple[ListenAddress, trio.SocketListener]] = field(default_factory=list)
+    sockets: list[tuple[ListenAddress, socket.socket]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     failed: bool = False
 
@@ -53,54 +82,41 @@ class BoundPort:
             f"following errors: [{' '.join(self.errors)}]"
         )
 
-
-async def _listen_one(entry: ListenAddress, port: int) -> trio.SocketListener:
-    family = socket.AF_INET if entry.family == "tcp4" else socket.AF_INET6
-    stage = "socket"
-    sock = None
-    try:
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        stage = "setsockopt"
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # Go does the same
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # "tcp6" means v6 only
-        stage = "bind"
-        await sock.bind((entry.address, port))
-        stage = "listen"
-        sock.listen(_LISTEN_BACKLOG)
-    except OSError as exc:
-        if sock is not None:
+    def close(self) -> None:
+        for _, sock in self.sockets:
             sock.close()
-        where = join_host_port(entry.address, port)
-        raise ListenError(f"listen {entry.family} {where}: {stage}: {go_errno_text(exc)}") from exc
-    return trio.SocketListener(sock)
 
 
-class ListenError(Exception):
-    """One address could not be bound; the text is Go's ``net.OpError`` wording."""
-
-
-async def bind_port(addresses: Sequence[ListenAddress], local: int) -> BoundPort:
+def bind_port_sync(addresses: Sequence[ListenAddress], local: int) -> BoundPort:
     """Listen on ``local`` at every address, client-go style; never raises for bind errors."""
     result = BoundPort(local=local)
-    all_failed = all_total = any_failed = 0
+    failed = {"all": 0, "any": 0}
+    succeeded = {"all": 0, "any": 0}
     for entry in addresses:
         try:
-            listener = await _listen_one(entry, result.local)
+            sock = listen_socket(entry, result.local)
         except ListenError as exc:
-            result.errors.append(f"unable to create listener: Error {exc}")
-            if entry.failure_mode == "all":
-                all_failed += 1
-            else:
-                any_failed += 1
-        else:
-            if result.local == 0:
-                result.local = listener.socket.getsockname()[1]
-            result.listeners.append((entry, listener))
-        if entry.failure_mode == "all":
-            all_total += 1
-    result.failed = (all_total > 0 and all_failed == all_total) or any_failed > 0
+            result.errors.append(f"unable to create listener: Error {exc.strerror}")
+            failed[entry.failure_mode] += 1
+            continue
+        succeeded[entry.failure_mode] += 1
+        result.local = sock.getsockname()[1]
+        result.sockets.append((entry, sock))
+    result.failed = (succeeded["all"] == 0 and failed["all"] > 0) or failed["any"] > 0
     return result
+
+
+async def bind_port(
+    addresses: Sequence[ListenAddress], local: int
+) -> tuple[BoundPort, list[tuple[ListenAddress, trio.SocketListener]]]:
+    """:func:`bind_port_sync`, with each bound socket handed to trio as a listener."""
+    await trio.lowlevel.checkpoint()
+    bound = bind_port_sync(addresses, local)
+    listeners = [
+        (entry, trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        for entry, sock in bound.sockets
+    ]
+    return bound, listeners
 
 
 def set_linger_reset(stream: trio.SocketStream) -> None:
