@@ -149,9 +149,10 @@ class Forward:
     def _set_state(self, state: State, detail: str = "", **data: object) -> None:
         self.status.state = state
         self.status.detail = detail
-        text = f"{state.value} ({detail})" if detail and state is not State.FAILED else state.value
         if state is State.FAILED:
             text = f"failed: {detail}"
+        else:
+            text = f"{state.value} ({detail})" if detail else state.value
         self._emit(Kind.STATE, text, state=state.value, detail=detail, **data)
 
     # -- the forward's life --------------------------------------------------------
@@ -300,8 +301,6 @@ class Forward:
             try:
                 was_ready = await self._link_once()
                 self.status.waiting_for_pod = False
-            except trio.Cancelled:
-                raise
             except Exception as exc:  # every failure is reported, then retried
                 self.status.waiting_for_pod = _waiting_for_pod(exc, self.spec)
                 message = describe(exc)
@@ -338,8 +337,6 @@ class Forward:
         with trio.move_on_after(max(0.0, delay - self.spec.reconnect.initial_backoff)):
             try:
                 await self._until_pod_usable()
-            except trio.Cancelled:
-                raise
             except Exception:  # no watch (API down, forbidden…): plain backoff
                 await trio.sleep_forever()
 
