@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 2.0
 """Seconds open connections get to finish after a stop request."""
 
+_FOREGROUND_STOPPING = "Gracefully stopping... (press Ctrl+C again to force)"
+
 
 @dataclass
 class ReconcileResult:
@@ -194,8 +196,9 @@ class Supervisor:
     async def _stop_when_requested(self, outer: trio.Nursery) -> None:
         await self._stop_requested.wait()
         self._stopped_by_request = True
-        self._emit(Event("", Kind.STATE, "Gracefully stopping... (press Ctrl+C again to force)",
-                         data={"state": "stopping"}))
+        # A daemon is stopped by ``down`` or SIGTERM, never by a Ctrl-C in its log.
+        text = "stopping" if self._persistent else _FOREGROUND_STOPPING
+        self._emit(Event("", Kind.STATE, text, data={"state": "stopping"}))
         for forward in self.forwards:
             forward.stop_accepting()
         with trio.move_on_after(self._grace):

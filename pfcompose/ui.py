@@ -8,8 +8,9 @@ written, so a pipe sees it at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from pfcompose.events import Event, Kind
@@ -24,6 +25,45 @@ def _is_tty(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+class _Output:
+    """Writes and flushes lines; a closed reader (``up | head -3``) is reported, not raised.
+
+    Without ``on_closed`` a BrokenPipeError propagates (click then exits 1 quietly).
+    With it, the stream's descriptor is pointed at /dev/null (so the interpreter's
+    final flush stays quiet), later lines are dropped and ``on_closed`` runs once:
+    a long-running ``up`` stops instead of printing a traceback.
+    """
+
+    def __init__(self, on_closed: Callable[[], None] | None) -> None:
+        self._on_closed = on_closed
+        self.closed = False
+
+    def write(self, stream: TextIO, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            stream.write(line)
+            stream.flush()
+        except BrokenPipeError:
+            if self._on_closed is None:
+                raise
+            self.closed = True
+            _point_at_devnull(stream)
+            self._on_closed()
+
+
+def _point_at_devnull(stream: TextIO) -> None:
+    try:
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # not a real file (tests), or already closed
+        return
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 class TerminalSink:
     """Prints events as ``NAME | text``; names padded to the longest, coloured on a TTY."""
 
@@ -35,7 +75,9 @@ class TerminalSink:
         err: TextIO | None = None,
         colour: bool | None = None,
         quiet_connections: bool = False,
+        on_closed: Callable[[], None] | None = None,
     ) -> None:
+        self._output = _Output(on_closed)
         self._out = out if out is not None else sys.stdout
         self._err = err if err is not None else sys.stderr
         names = list(names)
@@ -62,14 +104,20 @@ class TerminalSink:
         text = event.message
         if event.kind is Kind.WARNING:
             text = f"warning: {text}"
-        stream.write(f"{self.prefix(event.forward)}{text}\n")
-        stream.flush()
+        self._output.write(stream, f"{self.prefix(event.forward)}{text}\n")
 
 
 class JsonSink:
     """One JSON object per line, flushed: ``{"time", "forward", "kind", "message", …}``."""
 
-    def __init__(self, out: TextIO | None = None, *, quiet_connections: bool = False) -> None:
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        *,
+        quiet_connections: bool = False,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
+        self._output = _Output(on_closed)
         self._out = out if out is not None else sys.stdout
         self._quiet_connections = quiet_connections
 
@@ -78,5 +126,5 @@ class JsonSink:
             self._quiet_connections or event.data.get("quiet", False)
         ):
             return
-        self._out.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
-        self._out.flush()
+        line = json.dumps(event.to_json(), separators=(",", ":")) + "\n"
+        self._output.write(self._out, line)

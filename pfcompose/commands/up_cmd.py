@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,14 @@ def up(
         click.echo("error: no active forwards (check --profile and the names given)", err=True)
         raise click.exceptions.Exit(ExitCode.CONFIG)
     emit: EventSink
+    output_closed = OutputClosed()
     if as_json:
-        emit = JsonSink(quiet_connections=quiet_connections)
+        emit = JsonSink(quiet_connections=quiet_connections, on_closed=output_closed)
     else:
         emit = TerminalSink(
             ["sandbox", *plan.forwards] if sandbox else plan.forwards,
             quiet_connections=quiet_connections,
+            on_closed=output_closed,
         )
     # -- lifecycle (issue 6): -d/--wait go to the daemon; foreground adds ports file/log --
     if lifecycle.detached:
@@ -78,10 +80,49 @@ def up(
                      context=context, sandbox=sandbox, as_json=as_json)  # fmt: skip
     emit = foreground_sinks(plan, emit, lifecycle)
     # -- end lifecycle ------------------------------------------------------------------
-    run = functools.partial(_run, plan, emit, kubeconfig=kubeconfig, context=context)
+    run = functools.partial(
+        _run, plan, emit, kubeconfig=kubeconfig, context=context, output_closed=output_closed
+    )
     raise_open_file_limit()
-    code = trio.run(_run_sandboxed, plan, emit, run) if sandbox else trio.run(run, None)
+    try:
+        code = trio.run(_run_sandboxed, plan, emit, run) if sandbox else trio.run(run, None)
+    except BaseException as exc:
+        if not _only_interrupts(exc):
+            raise
+        code = ExitCode.INTERRUPTED  # Ctrl-C after the signal handler was gone
+    if output_closed.closed:
+        code = ExitCode.FAILURE  # as click does for the other commands on EPIPE
     raise click.exceptions.Exit(int(code))
+
+
+class OutputClosed:
+    """Stops the supervisor once stdout/stderr is closed (``pfcompose up | head -3``)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._stop: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        self.closed = True
+        if self._stop is not None:
+            self._stop()
+
+    def attach(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        if self.closed:
+            stop()
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    """A KeyboardInterrupt, bare or in trio's exception groups, and nothing else.
+
+    The supervisor turns SIGINT into a graceful stop while it runs; a second Ctrl-C
+    landing during the final teardown surfaces as KeyboardInterrupt instead.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(KeyboardInterrupt)
+        return rest is None
+    return isinstance(exc, KeyboardInterrupt)
 
 
 def access_loader(kubeconfig: str | None, context: str | None) -> AccessLoader:
@@ -101,9 +142,13 @@ async def _run(
     *,
     kubeconfig: str | None,
     context: str | None,
+    output_closed: OutputClosed | None = None,
 ) -> ExitCode:
     loader = override or access_loader(kubeconfig, context)
-    return await Supervisor(plan.forwards.values(), loader, emit=emit).run()
+    supervisor = Supervisor(plan.forwards.values(), loader, emit=emit)
+    if output_closed is not None:
+        output_closed.attach(supervisor.request_stop)
+    return await supervisor.run()
 
 
 async def _run_sandboxed(plan: Plan, emit: EventSink, run: Any) -> ExitCode:

@@ -331,3 +331,40 @@ def test_forward_names_complete_from_the_file(
     env = {"_PFCOMPOSE_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": cword}
     result = CliRunner().invoke(main, [], env=env, prog_name="pfcompose")
     assert (result.exit_code, result.output) == (0, expected)
+
+
+# -- the supervisor's stop line (QA regression) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("persistent", "expected"),
+    [
+        (True, "stopping"),  # the daemon's log: stopped by `down`, no Ctrl-C to press
+        (False, "Gracefully stopping... (press Ctrl+C again to force)"),  # foreground up
+    ],
+)
+async def test_the_stop_line_suits_who_runs_the_supervisor(
+    tmp_path: Path, persistent: bool, expected: str
+) -> None:
+    from pfcompose.config import load_plan
+    from pfcompose.kube import KubeConfigError
+    from pfcompose.supervisor import Supervisor
+
+    (tmp_path / "forwards.yaml").write_text(
+        "forwards:\n  db: {target: pod/db, ports: [':5432'], addresses: [127.0.0.1]}\n"
+    )
+    plan = load_plan([tmp_path / "forwards.yaml"])
+
+    async def no_cluster(spec: object) -> Any:
+        raise KubeConfigError("no kubeconfig found")
+
+    events: list[Event] = []
+    supervisor = Supervisor(
+        plan.forwards.values(), no_cluster, emit=events.append, persistent=persistent
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: supervisor.run(
+                handle_signals=False, task_status=task_status))  # fmt: skip
+            supervisor.request_stop()
+    assert [e.message for e in events if e.forward == ""] == [expected]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import selectors
@@ -91,7 +93,8 @@ def test_up_sandbox_serves_prints_kubectl_lines_and_stops_cleanly(tmp_path: Path
 
 
 def test_up_exit_status_2_on_a_bad_file(tmp_path: Path) -> None:
-    (tmp_path / "forwards.yaml").write_text("forwards:\n  web:\n    target: pod/x\n    ports: [0]\n")
+    bad = "forwards:\n  web:\n    target: pod/x\n    ports: [0]\n"
+    (tmp_path / "forwards.yaml").write_text(bad)
     result = subprocess.run(
         [sys.executable, "-m", "pfcompose", "up"], cwd=tmp_path, capture_output=True, timeout=60
     )
@@ -126,9 +129,8 @@ def test_up_exit_status_1_when_no_forward_can_listen(tmp_path: Path) -> None:
     ) in err
     assert "Traceback" not in err
     out = result.stdout.decode()
-    assert f"web     | failed: unable to listen on any of the requested ports: [{{{port} http}}]" in (
-        out + err
-    )
+    failed = f"web     | failed: unable to listen on any of the requested ports: [{{{port} http}}]"
+    assert failed in out + err
 
 
 @pytest.mark.parametrize("flag", ["--json"])
@@ -145,3 +147,84 @@ def test_up_json_events(tmp_path: Path, flag: str) -> None:
         assert up.proc.wait(timeout=15) == 0
     finally:
         up.stop()
+
+
+# -- QA regressions: a closed output and a late Ctrl-C end `up` quietly -------------------
+
+
+@pytest.mark.parametrize("flag", [[], ["--json"]])
+def test_up_stops_quietly_when_its_reader_goes_away(tmp_path: Path, flag: list[str]) -> None:
+    """``pfcompose up --sandbox | head -3``: stdout closes; up stops with 1, no traceback."""
+    (tmp_path / "forwards.yaml").write_text(FILE)
+    up = Up(["--sandbox", *flag], tmp_path)
+    try:
+        assert up.proc.stdout is not None and up.proc.stderr is not None
+        port = int(up.wait_line(r"Forwarding from 127\.0\.0\.1:(\d+) -> http")[1])
+        up.wait_line(r"ready \(pod web-")
+        up.proc.stdout.close()  # the reader is gone while every forward runs
+        with contextlib.suppress(OSError):
+            _get(port)  # a "Handling connection" line is the next write
+        assert up.proc.wait(timeout=30) == 1
+        assert up.proc.stderr.read() == b""
+    finally:
+        up.stop()
+
+
+def test_the_sinks_report_a_closed_reader_once_and_drop_later_lines() -> None:
+    import io
+
+    from pfcompose.events import Event, Kind
+    from pfcompose.ui import JsonSink, TerminalSink
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    for make in (
+        lambda cb: TerminalSink(["db"], out=Closed(), err=Closed(), on_closed=cb),
+        lambda cb: JsonSink(Closed(), on_closed=cb),
+    ):
+        calls: list[str] = []
+        sink = make(functools.partial(calls.append, "closed"))
+        sink(Event("db", Kind.STATE, "resolving"))
+        sink(Event("db", Kind.ERROR, "boom"))
+        assert calls == ["closed"]
+    with pytest.raises(BrokenPipeError):  # without a callback (logs): click's EPIPE exit
+        TerminalSink(["db"], out=Closed())(Event("db", Kind.STATE, "resolving"))
+
+
+def test_a_ctrl_c_during_the_final_teardown_exits_130_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio
+    from click.testing import CliRunner
+
+    from pfcompose.cli import main
+
+    def interrupted_teardown(*args: object) -> None:
+        raise BaseExceptionGroup("nursery", [BaseExceptionGroup("inner", [KeyboardInterrupt()])])
+
+    (tmp_path / "forwards.yaml").write_text(FILE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trio, "run", interrupted_teardown)
+    result = CliRunner().invoke(main, ["up", "--kubeconfig", str(tmp_path / "kc")])
+    assert (result.exit_code, result.output) == (130, "")
+    assert isinstance(result.exception, SystemExit)  # not the KeyboardInterrupt group
+
+
+def test_ctrl_c_in_any_command_is_exit_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from pfcompose import cli
+    from pfcompose.commands import common
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as if Ctrl-C landed while the file was being read
+
+    monkeypatch.setattr(common, "load_plan", interrupted)
+    (tmp_path / "forwards.yaml").write_text("forwards: {}\n")
+    result = CliRunner().invoke(cli.main, ["config", "-f", str(tmp_path / "forwards.yaml")])
+    assert result.exit_code == 130
+    assert "Aborted" not in result.output
