@@ -56,6 +56,25 @@ class AdminTarget(Protocol):
 _POD = re.compile(r"^/_sandbox/pods/(?P<ns>[^/]+)/(?P<name>[^/]+)/(?P<verb>[a-z]+)$")
 
 
+PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+"""The pod phases Kubernetes has; anything else would confuse every client."""
+
+
+def _seconds(args: dict[str, Any], key: str, default: float) -> float:
+    """A duration from the body: a finite number >= 0 (a negative sleep would crash the task)."""
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise ValueError(f"{key!r} must be a number of seconds >= 0, not {json.dumps(value)}")
+    return float(value)
+
+
+def _phase(args: dict[str, Any]) -> str:
+    phase = args["phase"]
+    if phase not in PHASES:
+        raise ValueError(f"'phase' must be one of {', '.join(PHASES)}, not {json.dumps(phase)}")
+    return str(phase)
+
+
 def _error(code: int, message: str) -> tuple[int, Any]:
     return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                   "message": message, "code": code}
@@ -82,9 +101,9 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
                 return 200, {}
             if verb == "replace":
                 return 200, {"pod": await target.replace_pod(name, ns,
-                                                             grace=float(args.get("grace", 1.0)))}
+                                                             grace=_seconds(args, "grace", 1.0))}
             if verb == "phase":
-                target.set_phase(name, str(args["phase"]), ns)
+                target.set_phase(name, _phase(args), ns)
                 return 200, {}
             if verb == "ready":
                 target.set_ready(name, bool(args["ready"]), ns)
@@ -97,11 +116,11 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
             if "refuse" in args:
                 target.stream_faults.refuse = bool(args["refuse"])
             if "delay" in args:
-                target.stream_faults.delay = float(args["delay"])
+                target.stream_faults.delay = _seconds(args, "delay", 0.0)
             return 200, {"refuse": target.stream_faults.refuse,
                          "delay": target.stream_faults.delay}
         elif path == "/_sandbox/apiserver/restart":
-            target.restart_api_soon(float(args.get("down", 0.5)))
+            target.restart_api_soon(_seconds(args, "down", 0.5))
             return 200, {}
     except KeyError as exc:
         missing = exc.args[0] if exc.args else ""

@@ -314,3 +314,28 @@ async def test_kubectl_picks_the_new_pod_after_rollout(sandbox: Sandbox) -> None
         await stream.aclose()
     targets = [t for _, t in sandbox.api.requests if t.endswith("/portforward")]
     assert targets == [f"/api/v1/namespaces/default/pods/{new}/portforward"]
+
+
+async def test_admin_rejects_bad_durations_and_phases_without_crashing(sandbox: Sandbox) -> None:
+    """QA: ``{"down": -1}`` used to kill the whole sandbox (trio.sleep(-1) in its nursery)."""
+    from pfcompose.sandbox.faults import handle_admin
+
+    async def post(path: str, body: str) -> tuple[int, Any]:
+        return await handle_admin(sandbox, "POST", path, body.encode())
+
+    assert await post("/_sandbox/apiserver/restart", '{"down": -1}') == (400, {
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
+        "message": "'down' must be a number of seconds >= 0, not -1"})  # fmt: skip
+    code, answer = await post("/_sandbox/streams", '{"delay": NaN}')
+    assert (code, answer["message"]) == (400, "'delay' must be a number of seconds >= 0, not NaN")
+    code, answer = await post("/_sandbox/pods/default/echo-1/replace", '{"grace": "1"}')
+    assert (code, answer["message"]) == (400, "'grace' must be a number of seconds >= 0, not \"1\"")
+    code, answer = await post("/_sandbox/pods/default/echo-1/phase", '{"phase": "Bogus"}')
+    assert (code, answer["message"]) == (
+        400, "'phase' must be one of Pending, Running, Succeeded, Failed, Unknown, not \"Bogus\"")
+    assert sandbox.stream_faults.delay == 0.0
+    phases = {p["name"]: p["phase"] for p in sandbox.describe()["pods"]}
+    assert phases["echo-1"] == "Running"
+    # Still serving: the API answers and a valid restart works.
+    assert await post("/_sandbox/apiserver/restart", '{"down": 0}') == (200, {})
+    assert await post("/_sandbox/pods/default/echo-1/phase", '{"phase": "Pending"}') == (200, {})
