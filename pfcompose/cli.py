@@ -10,6 +10,7 @@ import importlib
 import click
 
 from pfcompose import __version__
+from pfcompose.exitcodes import ExitCode
 
 # (module in pfcompose.commands, attribute) of every command, in help order.
 _COMMANDS: tuple[tuple[str, str], ...] = (
@@ -34,6 +35,14 @@ class _Group(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Ctrl-C anywhere (loading a file, waiting for a daemon) is exit 130, one rule
+        for every command, instead of click's ``Aborted!`` with status 1."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
 
     @staticmethod
     def _load(name: str) -> click.Command | None:

@@ -36,7 +36,7 @@ def plan_options(command: F) -> F:
         ),
         click.option(
             "-p", "--project-name", default=None, metavar="NAME",
-            help="Project name, when the file sets no name: (default: directory name).",
+            help="Project name when the file sets no name (default: the directory name).",
         ),
         click.option(
             "--env-file", "env_files", multiple=True, type=_PATH, metavar="FILE",

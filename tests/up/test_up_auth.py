@@ -10,14 +10,13 @@ from typing import Any
 
 import trio
 import yaml
+from uphelp import echo_round_trip, local_port, running_up
 
 from pfcompose.config import ForwardSpec
 from pfcompose.kube import ClusterAccess, load_access
 from pfcompose.sandbox.server import run_sandbox
 from pfcompose.sandbox.state import State
 from pfcompose.testing import DEFAULT_STATE
-
-from uphelp import echo_round_trip, local_port, running_up
 
 FILE = "forwards:\n  e:\n    target: pod/echo\n    ports: [':5000']\n"
 

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 import trio
+from uphelp import echo_round_trip, local_port, running_up
 
 from pfcompose.events import Kind
 from pfcompose.sandbox.server import Sandbox
 from pfcompose.sandbox.state import Behaviour, ContainerPort, Pod
-
-from uphelp import echo_round_trip, local_port, running_up
 
 STATE: dict[str, Any] = {
     "pods": [

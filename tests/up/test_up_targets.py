@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import trio
+from uphelp import echo_round_trip, running_up
 
 from pfcompose.events import Kind
 from pfcompose.sandbox.server import Sandbox
-
-from uphelp import echo_round_trip, running_up
 
 
 def _file(transport: str) -> str:

@@ -96,23 +96,22 @@ async def echo_round_trip(
     ``websocket`` transport, which has no half-close) until as many bytes came back."""
     with trio.fail_after(30):
         stream = await trio.open_tcp_stream(host, port)
-        async with stream:
-            async with trio.open_nursery() as nursery:
+        async with stream, trio.open_nursery() as nursery:
 
-                async def send() -> None:
-                    await stream.send_all(payload)
-                    if half_close:
-                        await stream.send_eof()
+            async def send() -> None:
+                await stream.send_all(payload)
+                if half_close:
+                    await stream.send_eof()
 
-                nursery.start_soon(send)
-                chunks: list[bytes] = []
-                received = 0
-                while half_close or received < len(payload):
-                    data = await stream.receive_some(262144)
-                    if not data:
-                        break
-                    chunks.append(data)
-                    received += len(data)
+            nursery.start_soon(send)
+            chunks: list[bytes] = []
+            received = 0
+            while half_close or received < len(payload):
+                data = await stream.receive_some(262144)
+                if not data:
+                    break
+                chunks.append(data)
+                received += len(data)
     return b"".join(chunks)
 
 
