@@ -258,7 +258,9 @@ class Daemon:
         }
 
     async def op_ps(self, args: dict[str, Any], send: Reply) -> Any:
-        return {"project": self.plan.name, "forwards": self.records(args.get("names") or ())}
+        names = list(args.get("names") or ())
+        self._check_names(names)  # as down/restart: a typo is an error, not an empty table
+        return {"project": self.plan.name, "forwards": self.records(names)}
 
     async def op_wait(self, args: dict[str, Any], send: Reply) -> Any:
         """Answer once every forward is past starting (``listening``) or ready (``ready``)."""

@@ -89,6 +89,8 @@ async def test_up_d_ps_logs_down_cycle(sandbox: Sandbox, runtime: Path, tmp_path
         as_json = json.loads((await pf("ps", "--format", "json", "-f", file)).out)
         assert [r["status"] for r in as_json] == ["ready", "ready"]
         assert as_json[0]["bytes_in"] == 5 and as_json[0]["connections_total"] == 1
+        typo = await pf("ps", "-f", file, "ecko")
+        assert typo.code == 1 and "no such forward: ecko" in typo.err
 
         logs = (await pf("logs", "--file", file, "echo")).out.splitlines()
         assert f"echo | Forwarding from 127.0.0.1:{port} -> 5000" in logs
