@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["PortMap", "PortSpecError", "go_quote", "parse_port", "parse_uint16"]
+from pfcompose.gotext import go_quote
+
+__all__ = ["PortMap", "PortSpecError", "parse_port", "parse_uint16"]
 
 # IANA service name as Kubernetes validates container port names.
 _PORT_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
@@ -28,39 +30,6 @@ class PortMap:
 
     def __str__(self) -> str:
         return f"{self.local}:{self.remote}"
-
-
-def go_quote(text: str) -> str:
-    """Go's ``strconv.Quote``: the string as it appears in Go error messages."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\v":
-            out.append("\\v")
-        elif (ch.isprintable() and code != 0xFFFD) or ch == " ":
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def parse_uint16(text: str) -> int:

@@ -226,26 +226,3 @@ def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str:
     return ""
 
 
-def go_quote(text: str) -> str:
-    """Go's ``%q`` of a string (strconv.Quote), enough for header values and paths."""
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def go_quote_list(items: Sequence[str]) -> str:
-    """Go's ``%q`` of a ``[]string``: ``["a" "b"]``."""
-    return "[" + " ".join(go_quote(i) for i in items) + "]"

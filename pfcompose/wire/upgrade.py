@@ -30,12 +30,12 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
+from pfcompose.gotext import go_quote, go_quote_list
+
 from .endpoint import Endpoint
 from .errors import UpgradeError, WireError
 from .http import (
     build_request,
-    go_quote,
-    go_quote_list,
     header_get,
     header_values,
     parse_status,

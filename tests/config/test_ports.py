@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pfcompose.config import PortMap, PortSpecError, parse_port
-from pfcompose.config.ports import go_quote, parse_uint16
+from pfcompose.config.ports import parse_uint16
+from pfcompose.gotext import go_quote
 
 ACCEPTED = [
     ("5000", PortMap(5000, 5000)),
