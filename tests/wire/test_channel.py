@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-import h11
 import pytest
 import trio
 import trio.testing
+from wirehelp import read_request
 
 from pfcompose.wire.channel import (
     ChannelClient,
@@ -172,18 +172,8 @@ async def test_websocket_client_library_compatible() -> None:
     port = listeners[0].socket.getsockname()[1]
 
     async def kubelet(stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        request = None
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Request):
-                request = event
-            elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
-                break
-        assert request is not None
-        ws, protocol, ports = await accept_channel_websocket(request, stream, conn.trailing_data[0])
+        request, trailing = await read_request(stream)
+        ws, protocol, ports = await accept_channel_websocket(request, stream, trailing)
         assert (protocol, ports) == ("v4.channel.k8s.io", (8080,))
         server = await ChannelServer.open(ws, ports)
         async with trio.open_nursery() as nursery:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import json
 
-import h11
 import pytest
 import trio
+from wirehelp import read_request
 
 from pfcompose.wire.channel import ChannelServer
 from pfcompose.wire.dial import dial_channel, dial_spdy
@@ -26,20 +26,6 @@ NOT_FOUND = json.dumps(
     {"kind": "Status", "apiVersion": "v1", "status": "Failure",
      "message": 'pods "p" not found', "reason": "NotFound", "code": 404}
 ).encode()
-
-
-async def read_request(stream: trio.abc.Stream) -> tuple[h11.Request, bytes]:
-    conn = h11.Connection(h11.SERVER)
-    request = None
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Request):
-            request = event
-        elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
-            assert request is not None
-            return request, conn.trailing_data[0]
 
 
 class FakeApiServer:

@@ -10,6 +10,7 @@ import h11
 import pytest
 import trio
 import trio.testing
+from wirehelp import PAIRS, read_request
 
 from pfcompose.wire.endpoint import Endpoint
 from pfcompose.wire.errors import ProtocolError, UpgradeError
@@ -45,21 +46,6 @@ async def read_head(stream: trio.abc.ReceiveStream) -> tuple[bytes, bytes]:
         buf += data
     head, _, rest = buf.partition(b"\r\n\r\n")
     return head + b"\r\n\r\n", rest
-
-
-async def read_request(stream: trio.abc.ReceiveStream) -> tuple[h11.Request, bytes]:
-    """Server side: parse one request with h11, as the sandbox does."""
-    conn = h11.Connection(h11.SERVER)
-    request = None
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
-            assert request is not None
-            return request, conn.trailing_data[0]
 
 
 def req(method: str, target: str, headers: list[tuple[str, str]]) -> h11.Request:
@@ -470,20 +456,6 @@ def test_classify() -> None:
 # ---- both roles together, memory streams and loopback TCP --------------------------
 
 
-async def tcp_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]
-    client = await trio.open_tcp_stream("127.0.0.1", port)
-    server = await listener.accept()
-    await listener.aclose()
-    return client, server
-
-
-async def mem_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    return trio.testing.memory_stream_pair()
-
-
-PAIRS = [pytest.param(mem_pair, id="memory"), pytest.param(tcp_pair, id="tcp")]
 
 
 @pytest.mark.parametrize("make_pair", PAIRS)

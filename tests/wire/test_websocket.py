@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 import trio.testing
+from wirehelp import PAIRS, Pair, mem_pair
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
@@ -19,23 +19,6 @@ from pfcompose.wire.websocket import (
     WebSocketClosed,
     WebSocketConnection,
 )
-
-
-async def tcp_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]
-    client = await trio.open_tcp_stream("127.0.0.1", port)
-    server = await listener.accept()
-    await listener.aclose()
-    return client, server
-
-
-async def mem_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    return trio.testing.memory_stream_pair()
-
-
-PAIRS = [pytest.param(mem_pair, id="memory"), pytest.param(tcp_pair, id="tcp")]
-Pair = Callable[[], Awaitable[tuple[trio.abc.Stream, trio.abc.Stream]]]
 
 
 async def byte_streams(make_pair: Pair) -> tuple[WebSocketByteStream, WebSocketByteStream]:
