@@ -64,6 +64,11 @@ def _point_at_devnull(stream: TextIO) -> None:
         os.close(devnull)
 
 
+def _silenced(event: Event, quiet_connections: bool) -> bool:
+    """Per-connection lines are dropped with ``--quiet-connections`` or the forward's key."""
+    return event.kind is Kind.CONNECTION and (quiet_connections or event.data.get("quiet", False))
+
+
 class TerminalSink:
     """Prints events as ``NAME | text``; names padded to the longest, coloured on a TTY."""
 
@@ -96,9 +101,7 @@ class TerminalSink:
         return f"{padded} | "
 
     def __call__(self, event: Event) -> None:
-        if event.kind is Kind.CONNECTION and (
-            self._quiet_connections or event.data.get("quiet", False)
-        ):
+        if _silenced(event, self._quiet_connections):
             return
         stream = self._err if event.is_error else self._out
         text = event.message
@@ -122,9 +125,7 @@ class JsonSink:
         self._quiet_connections = quiet_connections
 
     def __call__(self, event: Event) -> None:
-        if event.kind is Kind.CONNECTION and (
-            self._quiet_connections or event.data.get("quiet", False)
-        ):
+        if _silenced(event, self._quiet_connections):
             return
         line = json.dumps(event.to_json(), separators=(",", ":")) + "\n"
         self._output.write(self._out, line)

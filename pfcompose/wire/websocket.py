@@ -311,16 +311,20 @@ class WebSocketConnection:
     def closed(self) -> bool:
         return self._closed_local or self._closed_remote
 
+    async def _send_close_frame(self, code: int, reason: str) -> None:
+        """Our close frame, if the state still allows one, within the close timeout."""
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            frame = self._ws.send(CloseConnection(code=code, reason=reason or None))
+            with trio.move_on_after(self._close_timeout):
+                await self._send_frames(frame)
+
     async def abort(self, code: int, reason: str = "") -> None:
         """Close after a protocol error: send the close frame if we can, don't wait."""
         if self._closed_local:
             await trio.lowlevel.checkpoint()
             return
         try:
-            if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                frame = self._ws.send(CloseConnection(code=code, reason=reason or None))
-                with trio.move_on_after(self._close_timeout):
-                    await self._send_frames(frame)
+            await self._send_close_frame(code, reason)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -338,10 +342,7 @@ class WebSocketConnection:
             await trio.lowlevel.checkpoint()
             return
         try:
-            if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                frame = self._ws.send(CloseConnection(code=code, reason=reason or None))
-                with trio.move_on_after(self._close_timeout):
-                    await self._send_frames(frame)
+            await self._send_close_frame(code, reason)
             if not self._closed_remote and not self._receiving:
                 with trio.move_on_after(self._close_timeout):
                     while not self._closed_remote:
