@@ -1,14 +1,44 @@
 """The configuration layer: forwards.yaml in, a validated ``Plan`` out.
 
 No I/O beyond reading files (and ``--check-ports``, which binds on purpose).
+
+Names are imported on first use (PEP 562): the forwarding runtime imports
+``pfcompose.config.spec`` and ``.addresses`` without paying for pydantic and the
+loader, which only the command line needs.
 """
 
-from pfcompose.config.addresses import AddressError, ListenAddress, parse_addresses
-from pfcompose.config.load import PROFILES_VARIABLE, load_plan
-from pfcompose.config.plan import ForwardSpec, Plan, ReconnectPolicy
-from pfcompose.config.ports import PortMap, PortSpecError, parse_port
-from pfcompose.config.problems import ConfigErrors, Problem
-from pfcompose.config.selector import Requirement, SelectorError, matches, parse_selector
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pfcompose.config.addresses import AddressError, ListenAddress, parse_addresses
+    from pfcompose.config.load import PROFILES_VARIABLE, load_plan
+    from pfcompose.config.ports import PortMap, PortSpecError, parse_port
+    from pfcompose.config.problems import ConfigErrors, Problem
+    from pfcompose.config.selector import Requirement, SelectorError, matches, parse_selector
+    from pfcompose.config.spec import ForwardSpec, Plan, ReconnectPolicy
+
+_WHERE = {
+    "AddressError": "addresses",
+    "ListenAddress": "addresses",
+    "parse_addresses": "addresses",
+    "PROFILES_VARIABLE": "load",
+    "load_plan": "load",
+    "ForwardSpec": "spec",
+    "Plan": "spec",
+    "ReconnectPolicy": "spec",
+    "PortMap": "ports",
+    "PortSpecError": "ports",
+    "parse_port": "ports",
+    "ConfigErrors": "problems",
+    "Problem": "problems",
+    "Requirement": "selector",
+    "SelectorError": "selector",
+    "matches": "selector",
+    "parse_selector": "selector",
+}
 
 __all__ = [
     "PROFILES_VARIABLE",
@@ -29,3 +59,12 @@ __all__ = [
     "parse_port",
     "parse_selector",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pfcompose.config.{module}"), name)
+    globals()[name] = value
+    return value

@@ -11,8 +11,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pfcompose.config.addresses import (
     AddressError,
@@ -29,6 +28,7 @@ from pfcompose.config.selector import (
     parse_selector,
     selector_from_labels,
 )
+from pfcompose.config.spec import ForwardSpec, Plan, ReconnectPolicy
 from pfcompose.config.yamlsource import Node, Scalar, find
 
 __all__ = [
@@ -44,45 +44,6 @@ __all__ = [
     "forward_warnings",
     "normalize_target",
 ]
-
-Transport = Literal["auto", "spdy", "spdy-over-websocket", "websocket"]
-
-
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    enabled: bool = True
-    initial_backoff: float = 0.2  # seconds
-    max_backoff: float = 10.0
-    hold: float = 10.0
-
-
-@dataclass(frozen=True)
-class ForwardSpec:
-    name: str
-    target: str | None  # "pod/x", "service/x", "deployment/x", "statefulset/x", "replicaset/x"
-    selector: str | None  # normalised, e.g. "app=api,tier in (edge,web)"
-    context: str | None  # None = kubeconfig current-context
-    namespace: str | None  # None = the context's namespace, else "default"
-    ports: tuple[PortMap, ...]
-    addresses: tuple[str, ...]  # as written
-    listen: tuple[ListenAddress, ...]  # client-go expansion, sorted, de-duplicated
-    transport: Transport
-    profiles: tuple[str, ...]
-    reconnect: ReconnectPolicy
-    keepalive: float  # seconds between SPDY pings
-    quiet_connections: bool
-    context_is_own: bool = False  # set in the forward itself: wins over --context
-
-
-@dataclass(frozen=True)
-class Plan:
-    name: str
-    project_directory: Path
-    files: tuple[Path, ...]
-    forwards: dict[str, ForwardSpec]  # active forwards only, in file order
-    warnings: tuple[Problem, ...]
-    ports_env: Path | None = None  # top-level ports_env:, resolved against project_directory
-
 
 DEFAULT_ADDRESSES = ("localhost",)
 DEFAULT_KEEPALIVE = 5.0

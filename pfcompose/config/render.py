@@ -9,26 +9,9 @@ from typing import Any
 import yaml
 
 from pfcompose.config.plan import ForwardSpec, Plan, PortMap
+from pfcompose.config.spec import spec_to_dict
 
 __all__ = ["plan_to_json", "plan_to_yaml", "spec_to_dict"]
-
-
-def spec_to_dict(spec: ForwardSpec) -> dict[str, Any]:
-    """One forward in the documented JSON shape (kinds normalised, unknowns as null)."""
-    return {
-        "target": spec.target,
-        "selector": spec.selector,
-        "context": spec.context,
-        "namespace": spec.namespace,
-        "ports": [{"local": port.local, "remote": port.remote} for port in spec.ports],
-        "addresses": list(spec.addresses),
-        "listen": [dataclasses.asdict(entry) for entry in spec.listen],
-        "transport": spec.transport,
-        "profiles": list(spec.profiles),
-        "reconnect": dataclasses.asdict(spec.reconnect),
-        "keepalive": spec.keepalive,
-        "quiet_connections": spec.quiet_connections,
-    }
 
 
 def plan_to_json(plan: Plan) -> str:
