@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 import trio
 
-from pfcompose.config import ForwardSpec
+from pfcompose.config.spec import ForwardSpec
 from pfcompose.connection import Outcome, Traffic, forward_over_channel, forward_over_session
 from pfcompose.events import Event, EventSink, Kind
 from pfcompose.kube import (
@@ -37,12 +38,26 @@ from pfcompose.kube import (
 from pfcompose.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
 from pfcompose.wire.dial import dial_spdy
 from pfcompose.wire.endpoint import Endpoint
+from pfcompose.wire.errors import UpgradeError
 from pfcompose.wire.session import SpdySession, open_session
 
 log = logging.getLogger(__name__)
 
 AccessLoader = Callable[[ForwardSpec], Awaitable[ClusterAccess]]
 """Loads cluster access for a forward; called again before every (re)connect."""
+
+
+@runtime_checkable
+class ForgetsAccess(Protocol):
+    """An :data:`AccessLoader` that caches, told when the server refused its credentials."""
+
+    def invalidate(self, spec: ForwardSpec) -> None: ...
+
+
+def _unauthorized(exc: Exception) -> bool:
+    """401 from the API server or the upgrade: the credentials are stale (client-go
+    renews exec credentials exactly then)."""
+    return isinstance(exc, KubeApiError | UpgradeError) and exc.status == 401
 
 
 @dataclass
@@ -303,6 +318,8 @@ class Forward:
                 self.status.waiting_for_pod = False
             except Exception as exc:  # every failure is reported, then retried
                 self.status.waiting_for_pod = _waiting_for_pod(exc, self.spec)
+                if _unauthorized(exc) and isinstance(self._load_access, ForgetsAccess):
+                    self._load_access.invalidate(self.spec)
                 message = describe(exc)
                 if message != self.status.last_error:
                     self._emit(Kind.ERROR, message)

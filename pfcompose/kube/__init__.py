@@ -1,6 +1,10 @@
-"""Cluster access and target resolution: kubeconfig → endpoint, target → pod and ports."""
+"""Cluster access and target resolution: kubeconfig → endpoint, target → pod and ports.
 
-from pfcompose.kube.access import ClusterAccess, KubeConfigError, load_access
+Nothing here imports the ``kubernetes`` package until a kubeconfig is evaluated
+(:mod:`pfcompose.kube.kubeconfig`), so the forwarding runtime stays lean.
+"""
+
+from pfcompose.kube.access import AccessMaterial, ClusterAccess, KubeConfigError, load_access
 from pfcompose.kube.client import KubeApiError, KubeClient, KubeConnectionError
 from pfcompose.kube.resolve import (
     NoReadyPod,
@@ -16,6 +20,7 @@ from pfcompose.kube.resolve import (
 )
 
 __all__ = [
+    "AccessMaterial",
     "ClusterAccess",
     "KubeApiError",
     "KubeClient",

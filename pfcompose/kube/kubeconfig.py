@@ -1,46 +1,48 @@
-"""Kubeconfig → :class:`ClusterAccess`: where the API server is and how to authenticate.
+"""Kubeconfig → :class:`AccessMaterial`, with the ``kubernetes`` package.
 
-The ``kubernetes`` package does the kubeconfig work it is good at: merging the
-``KUBECONFIG`` files (``KubeConfigMerger``), picking the context
-(``KubeConfigLoader``), running exec credential plugins (``ExecProvider``) and
-refreshing auth-provider tokens (oidc/gcp). Its REST client and its temp-file
-handling are *not* used: the TLS context is built here straight from the PEM bytes
-(CA via ``cadata``; the client key goes through a 0600 file in a private directory
-that is removed as soon as ``load_cert_chain`` has read it), so no key material is
-left on disk and nothing blocks the trio thread.
+The package does the kubeconfig work it is good at: merging the ``KUBECONFIG``
+files (``KubeConfigMerger``), picking the context (``KubeConfigLoader``), running
+exec credential plugins (``ExecProvider``) and refreshing auth-provider tokens
+(oidc/gcp). Its REST client and its temp-file handling are *not* used: PEM bytes
+are read here and the TLS context is built by :func:`pfcompose.kube.access.build_access`.
 
-``load_access`` is meant to be called again before every (re)connect: token files
-are re-read, exec plugins run again and expired auth-provider tokens refreshed, so
-a renewed credential is picked up without restarting.
-
-Credentials never appear in an exception message or a ``repr``.
+Each :func:`evaluate` reads everything afresh (token files, exec plugins). The
+material records the files it came from and when it expires, so a cache can tell
+when to evaluate again. ``python -m pfcompose.kube.kubeconfig`` evaluates once and
+prints the material as JSON: the forwarding runtime calls it so that it never
+imports this package (~11 MiB resident) itself.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
-import ssl
-import tempfile
+import sys
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import trio
 import urllib3
 import yaml
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.exec_provider import ExecProvider
 from kubernetes.config.kube_config import ConfigNode, KubeConfigLoader, KubeConfigMerger
 
-from pfcompose.wire.endpoint import Endpoint
+from pfcompose.kube.access import AccessMaterial, FileStamp, KubeConfigError, file_stamp, one_line
 
-__all__ = ["ClusterAccess", "KubeConfigError", "load_access", "load_access_sync"]
+__all__ = ["AUTH_PROVIDER_TTL", "DEFAULT_KUBECONFIG", "evaluate", "main"]
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
+
+AUTH_PROVIDER_TTL = 60.0
+"""Seconds an auth-provider (oidc/gcp) token is reused before the package is asked
+again (it refreshes only what has expired, so asking is cheap but not free)."""
 
 # The package is untyped: give its constructors a type once, here.
 _node: Callable[..., ConfigNode] = ConfigNode
@@ -49,56 +51,23 @@ _loader: Callable[..., Any] = KubeConfigLoader
 _exec_provider: Callable[..., Any] = ExecProvider
 
 
-class KubeConfigError(Exception):
-    """The kubeconfig cannot give a usable cluster access; ``str()`` is one line."""
-
-
-@dataclass(frozen=True)
-class ClusterAccess:
-    """One context's API server endpoint (with credentials) and default namespace."""
-
-    context: str
-    namespace: str | None
-    """The context's ``namespace``; ``None`` when the context sets none."""
-    endpoint: Endpoint
-    path_prefix: str = ""
-    """Path part of the server URL (``https://rancher/k8s/clusters/c-1`` → ``/k8s/clusters/c-1``),
-    to be put in front of every API path. Empty for ordinary clusters."""
-
-    @property
-    def server(self) -> str:
-        """The server URL for messages (no credentials)."""
-        return f"{self.endpoint.scheme}://{self.endpoint.host_header}{self.path_prefix}"
-
-    def __repr__(self) -> str:
-        return f"ClusterAccess(context={self.context!r}, server={self.server!r})"
-
-
-async def load_access(kubeconfig: str | None, context: str | None) -> ClusterAccess:
-    """Load ``context`` (default: current-context) from ``kubeconfig`` (default: KUBECONFIG).
-
-    Runs in a worker thread: reading files and exec plugins block. Raises
-    :class:`KubeConfigError`.
-    """
-    return await trio.to_thread.run_sync(load_access_sync, kubeconfig, context)
-
-
-def load_access_sync(
+def evaluate(
     kubeconfig: str | None,
     context: str | None,
     *,
     environ: Mapping[str, str] | None = None,
-) -> ClusterAccess:
-    """Blocking body of :func:`load_access` (also handy in synchronous tests)."""
+) -> AccessMaterial:
+    """Evaluate ``context`` (default: current-context) of ``kubeconfig`` (default:
+    KUBECONFIG, else ~/.kube/config). Raises :class:`KubeConfigError` (one line)."""
     env = os.environ if environ is None else environ
     try:
         return _load(kubeconfig, context, env)
     except KubeConfigError:
         raise
     except yaml.YAMLError as exc:
-        raise KubeConfigError(f"invalid kubeconfig: {_one_line(str(exc))}") from None
+        raise KubeConfigError(f"invalid kubeconfig: {one_line(str(exc))}") from None
     except ConfigException as exc:
-        raise KubeConfigError(f"invalid kubeconfig: {_one_line(str(exc))}") from None
+        raise KubeConfigError(f"invalid kubeconfig: {one_line(str(exc))}") from None
     except OSError as exc:
         name = f" {exc.filename}" if exc.filename else ""
         raise KubeConfigError(f"cannot read{name}: {exc.strerror or exc}") from None
@@ -112,8 +81,10 @@ def load_access_sync(
 # --- the steps -------------------------------------------------------------------------
 
 
-def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -> ClusterAccess:
-    merger = _merge(kubeconfig, env)
+def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -> AccessMaterial:
+    paths = _kubeconfig_paths(kubeconfig, env)
+    sources: list[FileStamp] = [file_stamp(path) for path in paths]  # before reading
+    merger = _merge(paths)
     merged: ConfigNode = merger.config
     name = context or merged.value.get("current-context") or ""
     if not name:
@@ -151,44 +122,67 @@ def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -
     except ValueError:
         raise KubeConfigError(f'cluster "{cluster_name}" has an invalid server port') from None
 
-    creds = _credentials(merger, merged, name, user_name, user, cluster)
-    ssl_context = _ssl_context(cluster, user, creds, user_name) if url.scheme == "https" else None
+    creds = _credentials(merger, merged, name, user_name, user, cluster, sources)
+    ca = cert = key = None
+    insecure = False
+    if url.scheme == "https":
+        insecure = bool(cluster.value.get("insecure-skip-tls-verify"))
+        ca = _file_or_data(cluster, "certificate-authority", "CA", sources)
+        if ca is not None and insecure:
+            raise KubeConfigError(
+                "specifying a root certificates file with the insecure flag is not allowed"
+            )
+        cert, key = creds.cert_pem, creds.key_pem
+        if cert is None and user is not None:
+            cert = _file_or_data(user, "client-certificate", "client certificate", sources)
+            key = _file_or_data(user, "client-key", "client key", sources)
+            if (cert is None) != (key is None):
+                missing = "client-key" if key is None else "client-certificate"
+                raise KubeConfigError(f'user "{user_name}" has no {missing} to go with its pair')
     tls_name = cluster.value.get("tls-server-name") or None
-    endpoint = Endpoint(
-        host=url.hostname,
-        port=port,
-        ssl_context=ssl_context,
-        server_hostname=str(tls_name) if tls_name else None,
-        headers=(("Authorization", creds.authorization),) if creds.authorization else (),
-    )
     namespace = ctx.get("namespace") or None
-    return ClusterAccess(
+    return AccessMaterial(
         context=name,
         namespace=str(namespace) if namespace else None,
-        endpoint=endpoint,
+        scheme=url.scheme,
+        host=url.hostname,
+        port=port,
+        user=user_name,
         path_prefix=url.path.rstrip("/"),
+        tls_server_name=str(tls_name) if tls_name else None,
+        insecure=insecure,
+        ca_pem=ca,
+        cert_pem=cert,
+        key_pem=key,
+        authorization=creds.authorization,
+        expires=creds.expires,
+        sources=tuple(sources),
     )
 
 
-def _merge(kubeconfig: str | None, env: Mapping[str, str]) -> KubeConfigMerger:
-    """Read the kubeconfig file(s) with kubectl's precedence (first file wins)."""
+def _kubeconfig_paths(kubeconfig: str | None, env: Mapping[str, str]) -> list[str]:
+    """The kubeconfig file(s), kubectl's precedence: flag, then KUBECONFIG, then default."""
     if kubeconfig:
         path = os.path.expanduser(kubeconfig)
         if not os.path.isfile(path):
             raise KubeConfigError(f"kubeconfig not found: {kubeconfig}")
-        paths = [path]
-    elif env.get("KUBECONFIG"):
+        return [path]
+    if env.get("KUBECONFIG"):
         paths = [os.path.expanduser(p) for p in env["KUBECONFIG"].split(os.pathsep) if p]
         paths = [p for p in paths if os.path.isfile(p)]
         if not paths:
             raise KubeConfigError(f"no kubeconfig found (KUBECONFIG={env['KUBECONFIG']})")
-    else:
-        path = os.path.expanduser(DEFAULT_KUBECONFIG)
-        if not os.path.isfile(path):
-            raise KubeConfigError(
-                f"no kubeconfig found at {DEFAULT_KUBECONFIG} (set KUBECONFIG or use --kubeconfig)"
-            )
-        paths = [path]
+        return paths
+    path = os.path.expanduser(DEFAULT_KUBECONFIG)
+    if not os.path.isfile(path):
+        raise KubeConfigError(
+            f"no kubeconfig found at {DEFAULT_KUBECONFIG} (set KUBECONFIG or use --kubeconfig)"
+        )
+    return [path]
+
+
+def _merge(paths: list[str]) -> KubeConfigMerger:
+    """Merge the files as kubectl does (the first file wins)."""
     merger = _merger(os.pathsep.join(paths))
     if merger.config is None:
         raise KubeConfigError("no kubeconfig found")
@@ -213,9 +207,10 @@ def _named(root: ConfigNode, section: str, name: str) -> ConfigNode | None:
 
 @dataclass(frozen=True)
 class _Credentials:
-    authorization: str | None = None  # full header value: "Bearer …" / "Basic …"
-    cert_pem: bytes | None = None  # client certificate/key from an exec plugin
-    key_pem: bytes | None = None
+    authorization: str | None = field(default=None, repr=False)  # "Bearer …" / "Basic …"
+    cert_pem: bytes | None = field(default=None, repr=False)  # from an exec plugin
+    key_pem: bytes | None = field(default=None, repr=False)
+    expires: float | None = None
 
     def __repr__(self) -> str:
         return "_Credentials(<redacted>)"
@@ -228,15 +223,18 @@ def _credentials(
     user_name: str,
     user: ConfigNode | None,
     cluster: ConfigNode,
+    sources: list[FileStamp],
 ) -> _Credentials:
     """One auth method, in the package's order: auth-provider, token, exec, basic."""
     if user is None:
         return _Credentials()
     u = user.value
     if "auth-provider" in u:
-        return _Credentials(_auth_provider_token(merger, merged, context, user_name, u))
+        token = _auth_provider_token(merger, merged, context, user_name, u)
+        return _Credentials(token, expires=time.time() + AUTH_PROVIDER_TTL)
     if u.get("tokenFile"):
         path = _resolve_path(user, str(u["tokenFile"]))
+        sources.append(file_stamp(path))
         try:
             token = Path(path).read_text().strip()
         except OSError as exc:
@@ -274,15 +272,18 @@ def _auth_provider_token(
         raise
     except Exception as exc:
         raise KubeConfigError(
-            f'auth-provider "{pname}" failed (user "{user_name}"): {type(exc).__name__}'
+            f'auth-provider "{pname}" failed (user "{user_name}"): {type(exc).__name__}',
+            retryable=True,
         ) from None
     if not token:
-        raise KubeConfigError(f'auth-provider "{pname}" gave no usable token (user "{user_name}")')
+        raise KubeConfigError(
+            f'auth-provider "{pname}" gave no usable token (user "{user_name}")', retryable=True
+        )
     return str(token)
 
 
 def _exec_credentials(user: ConfigNode, cluster: ConfigNode, user_name: str) -> _Credentials:
-    """Run the exec plugin now (no caching: the caller calls us once per connect)."""
+    """Run the exec plugin now; the material carries its ``expirationTimestamp``."""
     exec_node = user["exec"]
     command = str(exec_node.value.get("command", ""))
     base = os.path.dirname(os.path.abspath(user.path)) if user.path else None
@@ -293,19 +294,34 @@ def _exec_credentials(user: ConfigNode, cluster: ConfigNode, user_name: str) -> 
     except PermissionError:
         raise KubeConfigError(f"exec: executable {command} is not executable") from None
     except ConfigException as exc:
-        raise KubeConfigError(f'exec plugin "{command}" failed: {_exec_reason(str(exc))}') from None
+        raise KubeConfigError(
+            f'exec plugin "{command}" failed: {_exec_reason(str(exc))}', retryable=True
+        ) from None
     if not isinstance(status, dict):
-        raise KubeConfigError(f'exec plugin "{command}" returned no status')
+        raise KubeConfigError(f'exec plugin "{command}" returned no status', retryable=True)
+    expires = _timestamp(status.get("expirationTimestamp"))
     if status.get("token"):
-        return _Credentials(f"Bearer {status['token']}")
+        return _Credentials(f"Bearer {status['token']}", expires=expires)
     if status.get("clientCertificateData") and status.get("clientKeyData"):
         return _Credentials(
             cert_pem=str(status["clientCertificateData"]).encode(),
             key_pem=str(status["clientKeyData"]).encode(),
+            expires=expires,
         )
     raise KubeConfigError(
-        f'exec plugin "{command}" returned neither a token nor a client certificate'
+        f'exec plugin "{command}" returned neither a token nor a client certificate',
+        retryable=True,
     )
+
+
+def _timestamp(value: object) -> float | None:
+    """RFC 3339 (``2026-11-22T10:00:00Z``) → epoch seconds; anything else → no expiry."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 def _exec_reason(message: str) -> str:
@@ -316,63 +332,15 @@ def _exec_reason(message: str) -> str:
         if lines:
             return lines[-1]
         return head.removeprefix("exec: ")
-    return _one_line(message.removeprefix("exec: "))
+    return one_line(message.removeprefix("exec: "))
 
 
-# --- TLS --------------------------------------------------------------------------------
+# --- files ------------------------------------------------------------------------------
 
 
-def _ssl_context(
-    cluster: ConfigNode, user: ConfigNode | None, creds: _Credentials, user_name: str
-) -> ssl.SSLContext:
-    insecure = bool(cluster.value.get("insecure-skip-tls-verify"))
-    ca = _file_or_data(cluster, "certificate-authority", "CA")
-    if ca is not None and insecure:
-        raise KubeConfigError(
-            "specifying a root certificates file with the insecure flag is not allowed"
-        )
-    try:
-        if ca is not None:
-            ctx = ssl.create_default_context(cadata=ca.decode("ascii", errors="replace"))
-        else:
-            ctx = ssl.create_default_context()
-    except (ssl.SSLError, ValueError) as exc:
-        raise KubeConfigError(f"cannot load certificate-authority: {_ssl_reason(exc)}") from None
-    if insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["http/1.1"])  # our HTTP and upgrades are HTTP/1.1 only
-
-    cert, key = creds.cert_pem, creds.key_pem
-    if cert is None and user is not None:
-        cert = _file_or_data(user, "client-certificate", "client certificate")
-        key = _file_or_data(user, "client-key", "client key")
-        if (cert is None) != (key is None):
-            missing = "client-key" if key is None else "client-certificate"
-            raise KubeConfigError(f'user "{user_name}" has no {missing} to go with its pair')
-    if cert is not None and key is not None:
-        _load_client_cert(ctx, cert, key, user_name)
-    return ctx
-
-
-def _load_client_cert(ctx: ssl.SSLContext, cert: bytes, key: bytes, user_name: str) -> None:
-    """``load_cert_chain`` wants files: write them 0600 in a 0700 directory, then delete."""
-    with tempfile.TemporaryDirectory(prefix="pfcompose-") as tmp:
-        cert_path = os.path.join(tmp, "client.crt")
-        key_path = os.path.join(tmp, "client.key")
-        for path, data in ((cert_path, cert), (key_path, key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        try:
-            ctx.load_cert_chain(cert_path, key_path)
-        except (ssl.SSLError, ValueError) as exc:
-            raise KubeConfigError(
-                f'cannot load client certificate (user "{user_name}"): {_ssl_reason(exc)}'
-            ) from None
-
-
-def _file_or_data(node: ConfigNode, key: str, what: str) -> bytes | None:
+def _file_or_data(
+    node: ConfigNode, key: str, what: str, sources: list[FileStamp]
+) -> bytes | None:
     """``<key>-data`` (base64) wins over ``<key>`` (a path relative to its kubeconfig)."""
     data = node.value.get(f"{key}-data")
     if data:
@@ -384,6 +352,7 @@ def _file_or_data(node: ConfigNode, key: str, what: str) -> bytes | None:
     if not path:
         return None
     full = _resolve_path(node, str(path))
+    sources.append(file_stamp(full))
     try:
         return Path(full).read_bytes()
     except OSError as exc:
@@ -397,12 +366,23 @@ def _resolve_path(node: ConfigNode, path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(node.path)), path)
 
 
-def _ssl_reason(exc: Exception) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    return _one_line(str(exc))
+# --- the helper process -------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines)[:300] if lines else text
+def main() -> int:
+    """``python -m pfcompose.kube.kubeconfig``: one JSON request on stdin
+    (``{"kubeconfig": …, "context": …}``), one JSON answer on stdout:
+    ``{"material": …}`` or ``{"error": "one line"}``. Exit status 0 either way."""
+    request = json.loads(sys.stdin.readline() or "{}")
+    try:
+        material = evaluate(request.get("kubeconfig"), request.get("context"))
+        answer: dict[str, Any] = {"material": material.to_json()}
+    except KubeConfigError as exc:
+        answer = {"error": str(exc)}
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,8 +12,7 @@ import trio
 import yaml
 from uphelp import echo_round_trip, local_port, running_up
 
-from pfcompose.config import ForwardSpec
-from pfcompose.kube import ClusterAccess, load_access
+from pfcompose.kube.cache import ForwardAccess
 from pfcompose.sandbox.server import run_sandbox
 from pfcompose.sandbox.state import State
 from pfcompose.testing import DEFAULT_STATE
@@ -57,9 +56,8 @@ async def test_exec_plugin_token_is_renewed_on_reconnect(tmp_path: Path) -> None
             "contexts": [{"name": "sb", "context": {"cluster": "sb", "user": "sb"}}],
         }))  # fmt: skip
 
-        async def load(spec: ForwardSpec) -> ClusterAccess:
-            return await load_access(str(kubeconfig), None)
-
+        # as `up` runs: evaluated once and cached; the server's 401 makes it evaluate again
+        load = ForwardAccess(str(kubeconfig), None)
         async with running_up(sb, tmp_path, FILE, loader=load) as (supervisor, events):
             await events.ready("e")
             port = local_port(supervisor, "e")
@@ -71,6 +69,7 @@ async def test_exec_plugin_token_is_renewed_on_reconnect(tmp_path: Path) -> None
             sb.drop_upgraded_connections()
             await events.ready("e", after=mark, timeout=20)
             assert await echo_round_trip(port, b"two") == b"two"
+            assert load.cache.evaluations == 2
 
 
 def _fds() -> set[str]:

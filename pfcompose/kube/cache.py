@@ -1,0 +1,185 @@
+"""Cluster access for long-running forwards: evaluate a kubeconfig context once, reuse it
+until it goes stale.
+
+Material is stale when a file it was read from changed (the kubeconfig, a
+``tokenFile``, a certificate), when an exec plugin's ``expirationTimestamp`` is
+near, or when the API server answered 401 (:meth:`AccessCache.invalidate`) —
+client-go's rules for exec credentials, and the reason a renewed token is picked
+up without a restart. Checking costs a few ``stat`` calls per connect.
+
+Evaluation itself is pluggable: :func:`evaluate_in_thread` runs the ``kubernetes``
+package in this process (the command line, tests); :func:`evaluate_in_subprocess`
+runs it in a short-lived helper process, so the forwarding runtime never loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from pfcompose.config.spec import ForwardSpec
+from pfcompose.kube.access import (
+    AccessMaterial,
+    ClusterAccess,
+    KubeConfigError,
+    build_access,
+    file_stamp,
+)
+
+__all__ = [
+    "AccessCache",
+    "Evaluator",
+    "ForwardAccess",
+    "evaluate_in_subprocess",
+    "evaluate_in_thread",
+]
+
+Key = tuple[str | None, str | None]  # (kubeconfig, context)
+Evaluator = Callable[[str | None, str | None], Awaitable[AccessMaterial]]
+
+EXPIRY_MARGIN = 10.0
+"""Seconds before an exec credential's expiry at which it is renewed."""
+
+ERROR_TTL = 1.0
+"""Seconds a failed evaluation is answered from memory: fifty forwards on one broken
+context retry together, and must not run an exec plugin fifty times for it."""
+
+HELPER_TIMEOUT = 120.0
+"""Upper bound of one evaluation in the helper (exec plugins may prompt a browser login)."""
+
+
+async def evaluate_in_thread(kubeconfig: str | None, context: str | None) -> AccessMaterial:
+    from pfcompose.kube.kubeconfig import evaluate  # the kubernetes package: loaded late
+
+    return await trio.to_thread.run_sync(evaluate, kubeconfig, context)
+
+
+_HELPER = (
+    "import sys; sys.path[:0] = sys.argv[1:2]; "
+    "from pfcompose.kube.kubeconfig import main; sys.exit(main())"
+)
+
+
+async def evaluate_in_subprocess(kubeconfig: str | None, context: str | None) -> AccessMaterial:
+    """Evaluate in ``python -m pfcompose.kube.kubeconfig``'s equivalent, one JSON line each way.
+
+    The helper runs with the normal site setup (this process may not) and finds this
+    very package through its root directory, passed as an argument rather than in
+    ``PYTHONPATH`` so that exec plugins written in Python do not inherit it.
+    """
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    request = json.dumps({"kubeconfig": kubeconfig, "context": context}).encode() + b"\n"
+    with trio.fail_after(HELPER_TIMEOUT):
+        result = await trio.run_process(
+            [sys.executable, "-c", _HELPER, root],
+            stdin=request,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    try:
+        answer = json.loads(result.stdout.decode("utf-8").splitlines()[0])
+    except (ValueError, IndexError):
+        lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = lines[-1] if lines else f"exit status {result.returncode}"
+        raise KubeConfigError(f"cannot evaluate the kubeconfig: {why}") from None
+    if "error" in answer:
+        raise KubeConfigError(str(answer["error"]))
+    return AccessMaterial.from_json(answer["material"])
+
+
+@dataclass
+class _Entry:
+    material: AccessMaterial | None
+    access: ClusterAccess | None
+    error: KubeConfigError | None
+    at: float
+
+
+class AccessCache:
+    """Evaluated contexts by (kubeconfig, context); one evaluation at a time per key."""
+
+    def __init__(
+        self, evaluate: Evaluator = evaluate_in_thread, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._evaluate = evaluate
+        self._clock = clock
+        self._entries: dict[Key, _Entry] = {}
+        self._locks: dict[Key, trio.Lock] = {}
+        self.evaluations = 0  # how many times the evaluator ran (for tests and ``ps``)
+
+    def seed(self, kubeconfig: str | None, context: str | None, material: AccessMaterial) -> None:
+        """Material evaluated elsewhere (the command line, before starting the runtime)."""
+        self._entries[(kubeconfig, context)] = _Entry(
+            material, build_access(material), None, self._clock()
+        )
+
+    def invalidate(self, kubeconfig: str | None, context: str | None) -> None:
+        """The server refused the credentials (401): evaluate again on the next use."""
+        self._entries.pop((kubeconfig, context), None)
+
+    async def get(self, kubeconfig: str | None, context: str | None) -> ClusterAccess:
+        key = (kubeconfig, context)
+        lock = self._locks.setdefault(key, trio.Lock())
+        async with lock:
+            entry = self._entries.get(key)
+            if entry is None or self._stale(entry):
+                entry = await self._refresh(key)
+            if entry.error is not None:
+                raise entry.error
+            assert entry.access is not None
+            return entry.access
+
+    async def _refresh(self, key: Key) -> _Entry:
+        self.evaluations += 1
+        try:
+            material = await self._evaluate(*key)
+            entry = _Entry(material, build_access(material), None, self._clock())
+        except KubeConfigError as exc:
+            entry = _Entry(None, None, exc, self._clock())
+        self._entries[key] = entry
+        return entry
+
+    def _stale(self, entry: _Entry) -> bool:
+        now = self._clock()
+        if entry.material is None:
+            return now - entry.at >= ERROR_TTL
+        expires = entry.material.expires
+        if expires is not None and now >= expires - EXPIRY_MARGIN:
+            return True
+        return any(file_stamp(path) != (path, m, s) for path, m, s in entry.material.sources)
+
+
+class ForwardAccess:
+    """The :data:`~pfcompose.forward.AccessLoader` of ``up``: a forward's own context wins
+    over ``--context``, which wins over ``defaults.context``."""
+
+    def __init__(
+        self,
+        kubeconfig: str | None,
+        context: str | None,
+        cache: AccessCache | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.cache = cache or AccessCache()
+
+    def key(self, spec: ForwardSpec) -> Key:
+        chosen = spec.context if spec.context_is_own else (self.context or spec.context)
+        return (self.kubeconfig, chosen)
+
+    def keys(self, specs: Mapping[str, ForwardSpec]) -> list[Key]:
+        """The distinct (kubeconfig, context) pairs ``specs`` use, in order."""
+        return list(dict.fromkeys(self.key(spec) for spec in specs.values()))
+
+    async def __call__(self, spec: ForwardSpec) -> ClusterAccess:
+        return await self.cache.get(*self.key(spec))
+
+    def invalidate(self, spec: ForwardSpec) -> None:
+        self.cache.invalidate(*self.key(spec))
