@@ -1,6 +1,6 @@
 """Allow ``python -m pfcompose``."""
 
-from pfcompose.cli import main
+from pfcompose.cli import entry
 
 if __name__ == "__main__":
-    main(prog_name="pfcompose")
+    entry()

@@ -23,7 +23,6 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("lifecycle_cmd", "down"),
     ("lifecycle_cmd", "restart"),
     ("lifecycle_cmd", "ls"),
-    ("lifecycle_cmd", "_daemon"),
 )
 
 
@@ -68,3 +67,21 @@ def main() -> None:
     Declare every forward a project needs in forwards.yaml; `pfcompose up` runs them
     all in one process and keeps them alive through pod restarts.
     """
+
+
+_process_entry = False
+
+
+def entry() -> None:
+    """The ``pfcompose`` console script and ``python -m pfcompose``.
+
+    Only a process started this way may replace itself with ``up``'s lean runtime;
+    ``main`` called from Python (click's test runner, an embedding program) never is.
+    """
+    global _process_entry
+    _process_entry = True
+    main(prog_name="pfcompose")
+
+
+def process_entry() -> bool:
+    return _process_entry

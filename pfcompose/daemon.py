@@ -1,16 +1,17 @@
 """``up -d``: one supervisor process per project that outlives the shell.
 
-The CLI starts ``python -m pfcompose _daemon`` in a new session (so the terminal's
-Ctrl-C and hang-up do not reach it), hands it a :class:`Launch` on stdin and reads
+The CLI starts a lean interpreter (as ``up``'s foreground runtime, see
+:mod:`pfcompose.runtime`) in a new session (so the terminal's Ctrl-C and hang-up
+do not reach it), hands it a :class:`Launch` on stdin and reads
 exactly one line back on a pipe: ``{"ok": true, "pid": …}`` once the control socket
 is listening and the forwards are starting, or ``{"ok": false, "error": …}``. There
 is no polling for a socket to appear. From then on everything — ``ps``, ``logs``,
 ``down``, reconciling after the file changed — goes through the control socket
 (:mod:`pfcompose.control`), and the daemon answers from the supervisor's own state.
 
-The daemon re-reads the configuration itself from the same files, variables and
-flags the CLI used (:class:`LoadArgs`), so what runs is exactly what ``pfcompose
-config`` shows; the CLI has already validated it and printed any problem.
+The CLI sends the plan it validated (and printed any problem of) and the
+kubeconfig contexts it evaluated, so what runs is exactly what ``pfcompose
+config`` shows, and the daemon never imports pydantic or the kubernetes package.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import functools
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from pfcompose import __version__
-from pfcompose.config import ConfigErrors, ForwardSpec, Plan, load_plan
+from pfcompose.config.spec import ForwardSpec, Plan, plan_from_json, plan_to_json
 from pfcompose.control import (
     ControlError,
     DaemonLock,
@@ -43,94 +43,61 @@ from pfcompose.control import (
 )
 from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
+from pfcompose.kube.access import AccessMaterial
+from pfcompose.kube.cache import AccessCache, Evaluator, ForwardAccess, evaluate_in_subprocess
 from pfcompose.portsenv import PortsEnvFile
-from pfcompose.resources import raise_open_file_limit
+from pfcompose.resources import raise_open_file_limit, release_free_memory
+from pfcompose.runtime import import_path, lean_argv
 from pfcompose.status import status_record
 from pfcompose.supervisor import Supervisor
 
-__all__ = ["READY_TIMEOUT", "Daemon", "Launch", "LoadArgs", "daemon_main", "spawn"]
+__all__ = ["READY_TIMEOUT", "Daemon", "Launch", "daemon_main", "spawn"]
 
 READY_TIMEOUT = 30.0
 """How long ``up -d`` waits for the daemon's ready line before giving up."""
 
 
 @dataclass(frozen=True)
-class LoadArgs:
-    """The arguments of :func:`load_plan`, absolute, so another process loads the same plan."""
-
-    files: tuple[str, ...]
-    project_directory: str
-    project_name: str
-    env_files: tuple[str, ...] = ()
-    profiles: tuple[str, ...] = ()
-    selected: tuple[str, ...] = ()
-    environ: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_plan(
-        cls,
-        plan: Plan,
-        *,
-        env_files: Sequence[Path] = (),
-        profiles: Sequence[str] = (),
-        selected: Sequence[str] = (),
-        environ: Mapping[str, str] | None = None,
-    ) -> LoadArgs:
-        return cls(
-            files=tuple(str(path) for path in plan.files),
-            project_directory=str(plan.project_directory),
-            project_name=plan.name,
-            env_files=tuple(str(Path(path).resolve()) for path in env_files),
-            profiles=tuple(profiles),
-            selected=tuple(selected),
-            environ=dict(os.environ if environ is None else environ),
-        )
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LoadArgs:
-        return cls(
-            files=tuple(data["files"]),
-            project_directory=data["project_directory"],
-            project_name=data["project_name"],
-            env_files=tuple(data.get("env_files", ())),
-            profiles=tuple(data.get("profiles", ())),
-            selected=tuple(data.get("selected", ())),
-            environ=dict(data.get("environ", {})),
-        )
-
-    def load(self) -> Plan:
-        return load_plan(
-            [Path(f) for f in self.files],
-            project_directory=Path(self.project_directory),
-            project_name=self.project_name,
-            env_files=[Path(f) for f in self.env_files],
-            profiles=self.profiles,
-            selected=self.selected,
-            environ=self.environ,
-        )
-
-
-@dataclass(frozen=True)
 class Launch:
-    """Everything the daemon needs, sent as one JSON line on its stdin."""
+    """Everything the daemon needs, sent as one JSON line on its stdin.
 
-    load: LoadArgs
-    kubeconfig: str | None = None
+    The plan arrives validated (as ``pfcompose config`` shows it) and the kubeconfig
+    evaluated, so the daemon runs without pydantic, yaml or the kubernetes package.
+    """
+
+    plan: Plan
+    selected: tuple[str, ...] = ()  # ``up -d a b``: reconcile leaves other forwards alone
+    kubeconfig: str | None = None  # absolute
     context: str | None = None
     ports_env: str | None = None  # absolute path, or None
     log_file: str | None = None  # absolute path; None = the project's default in the runtime dir
+    materials: tuple[tuple[str | None, str | None, AccessMaterial], ...] = field(
+        default=(), repr=False
+    )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "plan": plan_to_json(self.plan),
+            "selected": list(self.selected),
+            "kubeconfig": self.kubeconfig,
+            "context": self.context,
+            "ports_env": self.ports_env,
+            "log_file": self.log_file,
+            "materials": [[k, c, m.to_json()] for k, c, m in self.materials],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Launch:
         return cls(
-            load=LoadArgs.from_json(data["load"]),
+            plan=plan_from_json(data["plan"]),
+            selected=tuple(data.get("selected", ())),
             kubeconfig=data.get("kubeconfig"),
             context=data.get("context"),
             ports_env=data.get("ports_env"),
             log_file=data.get("log_file"),
+            materials=tuple(
+                (k, c, AccessMaterial.from_json(m)) for k, c, m in data.get("materials", ())
+            ),
         )
 
 
@@ -151,16 +118,12 @@ class _Changes:
         await self._event.wait()
 
 
-def _one_line(exc: ConfigErrors) -> str:
-    return "; ".join(str(problem) for problem in exc.problems) or str(exc)
-
-
 class Daemon:
     """The daemon's state and its control-socket request handler."""
 
-    def __init__(self, launch: Launch, plan: Plan, paths: ProjectPaths) -> None:
-        from pfcompose.commands.up_cmd import access_loader
-
+    def __init__(
+        self, launch: Launch, plan: Plan, paths: ProjectPaths, evaluate: Evaluator
+    ) -> None:
         self.launch = launch
         self.plan = plan
         self.paths = paths
@@ -172,15 +135,24 @@ class Daemon:
         self.changes = _Changes()
         sinks: list[EventSink] = [self.events, self._to_ports_env, self.changes]
         self.order = list(plan.forwards)
+        self.access = ForwardAccess(launch.kubeconfig, launch.context, AccessCache(evaluate))
+        self._seed(launch)
         self.supervisor = Supervisor(
             plan.forwards.values(),
-            access_loader(launch.kubeconfig, launch.context),
+            self.access,
             emit=fan_out(*sinks),
             persistent=True,
         )
         self.stopped = trio.Event()
         self.closing = trio.Event()
         self.in_flight = InFlight()
+
+    def _seed(self, launch: Launch) -> None:
+        """Use what the command line evaluated; it shares our kubeconfig and context."""
+        if (launch.kubeconfig, launch.context) != (self.launch.kubeconfig, self.launch.context):
+            return
+        for kubeconfig, context, material in launch.materials:
+            self.access.cache.seed(kubeconfig, context, material)
 
     def _to_ports_env(self, event: Event) -> None:
         if self.ports_env is not None:
@@ -341,13 +313,10 @@ class Daemon:
     async def op_reconcile(self, args: dict[str, Any], send: Reply) -> Any:
         """``up -d`` again: start added and changed forwards, stop removed ones."""
         launch = Launch.from_json(args["launch"])
-        load = launch.load
-        try:
-            plan = await trio.to_thread.run_sync(load.load)
-        except ConfigErrors as exc:
-            raise ControlError(_one_line(exc)) from None
+        plan = launch.plan
+        self._seed(launch)
         specs = dict(plan.forwards)
-        if load.selected:  # compose: `up -d a` leaves b alone
+        if launch.selected:  # compose: `up -d a` leaves b alone
             current = self._specs()
             specs = {name: spec for name, spec in current.items() if name not in specs} | specs
         self._switch_ports_env(Path(launch.ports_env) if launch.ports_env else plan.ports_env)
@@ -360,11 +329,17 @@ class Daemon:
 # -- the daemon process -------------------------------------------------------------------
 
 
-def daemon_main() -> int:
-    """Entry of ``pfcompose _daemon``: read the launch, report once on stdout, run."""
+_BOOT = (
+    "import sys, json; d = json.loads(sys.stdin.readline()); sys.path[:0] = d['path']; "
+    "from pfcompose.daemon import daemon_main; sys.exit(daemon_main(d['launch']))"
+)
+
+
+def daemon_main(launch_json: Mapping[str, Any]) -> int:
+    """Entry of the daemon process (:data:`_BOOT` read the launch): report once on
+    stdout, then run."""
     ready_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     devnull = os.open(os.devnull, os.O_RDWR)
-    line = sys.stdin.readline()
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)  # nothing else may write to the pipe the parent reads
     os.close(devnull)
@@ -382,8 +357,9 @@ def daemon_main() -> int:
             ready_out.close()
 
     try:
-        launch = Launch.from_json(json.loads(line))
+        launch = Launch.from_json(launch_json)
         raise_open_file_limit()
+        release_free_memory()
         return trio.run(_daemon, launch, report)
     except BaseException as exc:
         report({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
@@ -393,11 +369,7 @@ def daemon_main() -> int:
 
 
 async def _daemon(launch: Launch, report: Any) -> int:
-    try:
-        plan = launch.load.load()
-    except ConfigErrors as exc:
-        report({"ok": False, "error": _one_line(exc)})
-        return 2
+    plan = launch.plan
     paths = project_paths(plan.name)
     lock = DaemonLock(paths.lock)
     if not lock.try_acquire():
@@ -405,7 +377,7 @@ async def _daemon(launch: Launch, report: Any) -> int:
         return 0
     try:
         listener = await bind_socket(paths.socket)
-        daemon = Daemon(launch, plan, paths)
+        daemon = Daemon(launch, plan, paths, evaluate_in_subprocess)
 
         async def ready(message: Mapping[str, Any]) -> None:
             report(message)
@@ -425,12 +397,16 @@ async def _daemon(launch: Launch, report: Any) -> int:
 async def spawn(
     launch: Launch, paths: ProjectPaths, *, timeout: float = READY_TIMEOUT
 ) -> dict[str, Any]:
-    """Start the daemon and return its one ready line (``ok`` false: ``error`` says why)."""
+    """Start the daemon and return its one ready line (``ok`` false: ``error`` says why).
+
+    It runs lean, as ``up``'s foreground runtime does (:mod:`pfcompose.runtime`).
+    """
+    plan_name = launch.plan.name
     paths.stderr.parent.mkdir(parents=True, exist_ok=True)
     stderr_fd = os.open(paths.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "pfcompose", "_daemon"],
+            lean_argv(_BOOT, "pfcompose-daemon", plan_name),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr_fd,
@@ -442,7 +418,8 @@ async def spawn(
     assert process.stdin is not None and process.stdout is not None
     try:
         async with process.stdin:
-            await process.stdin.send_all(json.dumps(launch.to_json()).encode() + b"\n")
+            hello = {"path": import_path(), "launch": launch.to_json()}
+            await process.stdin.send_all(json.dumps(hello).encode() + b"\n")
         buffer = b""
         with trio.move_on_after(timeout) as scope:
             while b"\n" not in buffer:

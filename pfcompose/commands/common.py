@@ -9,14 +9,19 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pfcompose.config import ConfigErrors, Plan, load_plan
 from pfcompose.exitcodes import ExitCode
 
-__all__ = ["plan_from_options", "plan_options"]
+if TYPE_CHECKING:
+    from pfcompose.kube.access import AccessMaterial
+
+__all__ = ["evaluate_access", "plan_from_options", "plan_options"]
+
+Materials = tuple[tuple[str | None, str | None, "AccessMaterial"], ...]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,3 +92,29 @@ def plan_from_options(
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
     return plan
+
+
+def evaluate_access(plan: Plan, kubeconfig: str | None, context: str | None) -> Materials:
+    """Evaluate every kubeconfig context the plan uses, once, before anything starts.
+
+    A context that cannot work (no kubeconfig, no such context, a malformed entry)
+    is a configuration error, as in kubectl: one line, exit 2, nothing bound. A
+    failure that may pass by itself (an exec plugin, an auth-provider) is left to
+    the runtime, which reports it per forward and retries.
+    """
+    from pfcompose.kube.access import KubeConfigError
+    from pfcompose.kube.cache import ForwardAccess
+    from pfcompose.kube.kubeconfig import evaluate
+
+    access = ForwardAccess(kubeconfig, context)
+    materials = []
+    for key in access.keys(plan.forwards):
+        try:
+            materials.append((*key, evaluate(*key)))
+        except KubeConfigError as exc:
+            if exc.retryable:
+                continue
+            users = ", ".join(n for n, spec in plan.forwards.items() if access.key(spec) == key)
+            click.echo(f"error: {users}: {exc}", err=True)
+            raise click.exceptions.Exit(ExitCode.CONFIG) from None
+    return tuple(materials)

@@ -26,13 +26,11 @@ if TYPE_CHECKING:
 
     from pfcompose.config import Plan
     from pfcompose.control import Connection, ProjectPaths
-    from pfcompose.events import EventSink
 
 __all__ = [
     "LifecycleOptions",
     "complete_forward_names",
     "down",
-    "foreground_sinks",
     "lifecycle_options",
     "logs",
     "ls",
@@ -397,17 +395,6 @@ async def _with_timeout(awaitable: Any, seconds: float) -> Any:
     return None
 
 
-# -- the daemon entry point ---------------------------------------------------------------------
-
-
-@click.command("_daemon", hidden=True)
-def _daemon() -> None:
-    """Internal: the detached supervisor process that `up -d` starts."""
-    from pfcompose.daemon import daemon_main
-
-    raise click.exceptions.Exit(daemon_main())
-
-
 # -- up -d ---------------------------------------------------------------------------------------
 
 
@@ -458,26 +445,6 @@ class LifecycleOptions:
         return self.detach or self.wait
 
 
-def foreground_sinks(plan: Plan, emit: EventSink, options: LifecycleOptions) -> EventSink:
-    """Foreground ``up``: add the ports file and the event log; both closed when ``up`` ends."""
-    from pfcompose.eventlog import EventLogFile
-    from pfcompose.events import fan_out
-    from pfcompose.portsenv import PortsEnvFile
-
-    sinks = [emit]
-    ctx = click.get_current_context()
-    chosen = options.ports_env or plan.ports_env
-    if chosen is not None:
-        ports = PortsEnvFile(chosen.resolve(), plan.name)
-        sinks.append(ports)
-        ctx.call_on_close(ports.remove)
-    if options.log_file is not None:
-        log = EventLogFile(options.log_file.resolve())
-        sinks.append(lambda event: log.write(event.to_json()))
-        ctx.call_on_close(log.close)
-    return fan_out(*sinks) if len(sinks) > 1 else emit
-
-
 def run_detached(
     plan: Plan,
     options: LifecycleOptions,
@@ -499,8 +466,6 @@ def run_detached(
     code = up_detached(
         plan,
         names=names,
-        env_files=plan_kwargs.get("env_files") or (),
-        profiles=plan_kwargs.get("profiles") or (),
         kubeconfig=kubeconfig,
         context=context,
         wait=options.wait,
@@ -516,8 +481,6 @@ def up_detached(
     plan: Plan,
     *,
     names: Sequence[str],
-    env_files: Sequence[Path],
-    profiles: Sequence[str],
     kubeconfig: str | None,
     context: str | None,
     wait: bool,
@@ -527,18 +490,21 @@ def up_detached(
     as_json: bool,
 ) -> ExitCode:
     """Start the project's daemon, or reconcile the running one; print the table."""
+    from pfcompose.commands.common import evaluate_access
     from pfcompose.control import ControlError, NotRunning, connect, project_paths
-    from pfcompose.daemon import Launch, LoadArgs, spawn
+    from pfcompose.daemon import Launch, spawn
     from pfcompose.status import render
 
+    kubeconfig = str(Path(kubeconfig).resolve()) if kubeconfig else None
     paths = project_paths(plan.name)
-    load = LoadArgs.from_plan(plan, env_files=env_files, profiles=profiles, selected=names)
     launch = Launch(
-        load=load,
-        kubeconfig=str(Path(kubeconfig).resolve()) if kubeconfig else None,
+        plan=plan,
+        selected=tuple(names),
+        kubeconfig=kubeconfig,
         context=context,
         ports_env=str(ports_env.resolve()) if ports_env else None,
         log_file=str(log_file.resolve()) if log_file else None,
+        materials=evaluate_access(plan, kubeconfig, context),
     )
 
     async def start() -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -1,35 +1,41 @@
-"""``pfcompose up``: validate the file, then run every active forward until stopped."""
+"""``pfcompose up``: validate the file, then run every active forward until stopped.
+
+The command line validates and evaluates the kubeconfig here, then hands the plan
+to :mod:`pfcompose.runtime` — by replacing this process with the lean runtime when
+it was started as the ``pfcompose`` command, in-process otherwise (tests,
+``--sandbox``, ``PFCOMPOSE_LEAN=0``).
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import trio
 
-from pfcompose.commands.common import plan_from_options, plan_options
+from pfcompose import cli
+from pfcompose.commands.common import evaluate_access, plan_from_options, plan_options
 from pfcompose.commands.lifecycle_cmd import (  # up -d, --wait, --ports-env, --log-file
     LifecycleOptions,
     complete_forward_names,
-    foreground_sinks,
     lifecycle_options,
     run_detached,
 )
-from pfcompose.config import ForwardSpec, Plan
-from pfcompose.events import Event, EventSink, Kind
 from pfcompose.exitcodes import ExitCode
-from pfcompose.forward import AccessLoader
-from pfcompose.kube import ClusterAccess, load_access
-from pfcompose.resources import raise_open_file_limit
-from pfcompose.supervisor import Supervisor
-from pfcompose.ui import JsonSink, TerminalSink
 
-__all__ = ["up"]
+if TYPE_CHECKING:
+    from pfcompose.config.spec import ForwardSpec
+    from pfcompose.runtime import Main, UpLaunch
+
+__all__ = ["LEAN_VARIABLE", "up"]
 
 SANDBOX_CONTEXT = "pfcompose-sandbox"
+
+LEAN_VARIABLE = "PFCOMPOSE_LEAN"
+"""Set to 0 to keep ``up`` in the command-line process instead of the lean runtime."""
 
 
 @click.command("up")
@@ -59,111 +65,57 @@ def up(
     Exit status: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when no forward could run,
     2 for configuration errors.
     """
+    from pfcompose import runtime
+
     lifecycle = LifecycleOptions.pop(plan_kwargs)
     plan = plan_from_options(selected=names, **plan_kwargs)
     if not plan.forwards:
         click.echo("error: no active forwards (check --profile and the names given)", err=True)
         raise click.exceptions.Exit(ExitCode.CONFIG)
-    emit: EventSink
-    output_closed = OutputClosed()
-    if as_json:
-        emit = JsonSink(quiet_connections=quiet_connections, on_closed=output_closed)
-    else:
-        emit = TerminalSink(
-            ["sandbox", *plan.forwards] if sandbox else plan.forwards,
-            quiet_connections=quiet_connections,
-            on_closed=output_closed,
-        )
     # -- lifecycle (issue 6): -d/--wait go to the daemon; foreground adds ports file/log --
     if lifecycle.detached:
         run_detached(plan, lifecycle, names=names, plan_kwargs=plan_kwargs, kubeconfig=kubeconfig,
                      context=context, sandbox=sandbox, as_json=as_json)  # fmt: skip
-    emit = foreground_sinks(plan, emit, lifecycle)
-    # -- end lifecycle ------------------------------------------------------------------
-    run = functools.partial(
-        _run, plan, emit, kubeconfig=kubeconfig, context=context, output_closed=output_closed
+    ports_env = lifecycle.ports_env or plan.ports_env
+    launch = runtime.UpLaunch(
+        plan,
+        kubeconfig=kubeconfig,
+        context=context,
+        as_json=as_json,
+        quiet_connections=quiet_connections,
+        ports_env=ports_env.resolve() if ports_env else None,
+        log_file=lifecycle.log_file.resolve() if lifecycle.log_file else None,
     )
-    raise_open_file_limit()
-    try:
-        code = trio.run(_run_sandboxed, plan, emit, run) if sandbox else trio.run(run, None)
-    except BaseException as exc:
-        if not _only_interrupts(exc):
-            raise
-        code = ExitCode.INTERRUPTED  # Ctrl-C after the signal handler was gone
-    if output_closed.closed:
-        code = ExitCode.FAILURE  # as click does for the other commands on EPIPE
-    raise click.exceptions.Exit(int(code))
+    # -- end lifecycle ------------------------------------------------------------------
+    if sandbox:
+        code = runtime.run(launch, main=_sandboxed(launch), extra_names=["sandbox"])
+        raise click.exceptions.Exit(code)
+    launch = replace(launch, materials=evaluate_access(plan, kubeconfig, context))
+    if cli.process_entry() and os.environ.get(LEAN_VARIABLE, "1") != "0":
+        runtime.exec_lean(launch)
+    raise click.exceptions.Exit(runtime.run(launch))
 
 
-class OutputClosed:
-    """Stops the supervisor once stdout/stderr is closed (``pfcompose up | head -3``)."""
-
-    def __init__(self) -> None:
-        self.closed = False
-        self._stop: Callable[[], None] | None = None
-
-    def __call__(self) -> None:
-        self.closed = True
-        if self._stop is not None:
-            self._stop()
-
-    def attach(self, stop: Callable[[], None]) -> None:
-        self._stop = stop
-        if self.closed:
-            stop()
-
-
-def _only_interrupts(exc: BaseException) -> bool:
-    """A KeyboardInterrupt, bare or in trio's exception groups, and nothing else.
-
-    The supervisor turns SIGINT into a graceful stop while it runs; a second Ctrl-C
-    landing during the final teardown surfaces as KeyboardInterrupt instead.
-    """
-    if isinstance(exc, BaseExceptionGroup):
-        _, rest = exc.split(KeyboardInterrupt)
-        return rest is None
-    return isinstance(exc, KeyboardInterrupt)
-
-
-def access_loader(kubeconfig: str | None, context: str | None) -> AccessLoader:
-    """Kubeconfig and context for each forward: its own context, else ``--context``."""
-
-    async def load(spec: ForwardSpec) -> ClusterAccess:
-        chosen = spec.context if spec.context_is_own else (context or spec.context)
-        return await load_access(kubeconfig, chosen)
-
-    return load
-
-
-async def _run(
-    plan: Plan,
-    emit: EventSink,
-    override: AccessLoader | None,
-    *,
-    kubeconfig: str | None,
-    context: str | None,
-    output_closed: OutputClosed | None = None,
-) -> ExitCode:
-    loader = override or access_loader(kubeconfig, context)
-    supervisor = Supervisor(plan.forwards.values(), loader, emit=emit)
-    if output_closed is not None:
-        output_closed.attach(supervisor.request_stop)
-    return await supervisor.run()
-
-
-async def _run_sandboxed(plan: Plan, emit: EventSink, run: Any) -> ExitCode:
-    """Serve the file's targets from an in-process sandbox and forward through it."""
+def _sandboxed(launch: UpLaunch) -> Main:
+    """``--sandbox``: serve the file's targets from an in-process sandbox, forward through it."""
+    from pfcompose.events import Event, EventSink, Kind
+    from pfcompose.kube import ClusterAccess, load_access
+    from pfcompose.runtime import OutputClosed, supervise
     from pfcompose.sandbox.server import run_sandbox
     from pfcompose.sandbox.state import state_from_plan
 
-    state = state_from_plan(plan.forwards.values())
-    async with run_sandbox(state) as sb:
-        kubeconfig = str(Path(sb.kubeconfig_path))
-        emit(Event("sandbox", Kind.STATE, f"API server at {sb.url} (kubeconfig {kubeconfig})",
-                   data={"url": sb.url, "kubeconfig": kubeconfig}))
+    plan = launch.plan
 
-        async def load(spec: ForwardSpec) -> ClusterAccess:
-            return await load_access(kubeconfig, SANDBOX_CONTEXT)
+    async def main(emit: EventSink, output_closed: OutputClosed) -> ExitCode:
+        state = state_from_plan(plan.forwards.values())
+        async with run_sandbox(state) as sb:
+            kubeconfig = str(Path(sb.kubeconfig_path))
+            emit(Event("sandbox", Kind.STATE, f"API server at {sb.url} (kubeconfig {kubeconfig})",
+                       data={"url": sb.url, "kubeconfig": kubeconfig}))  # fmt: skip
 
-        code: ExitCode = await run(load)
-        return code
+            async def load(spec: ForwardSpec) -> ClusterAccess:
+                return await load_access(kubeconfig, SANDBOX_CONTEXT)
+
+            return await supervise(plan, emit, load, output_closed)
+
+    return main

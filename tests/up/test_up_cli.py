@@ -193,6 +193,15 @@ def test_the_sinks_report_a_closed_reader_once_and_drop_later_lines() -> None:
         TerminalSink(["db"], out=Closed())(Event("db", Kind.STATE, "resolving"))
 
 
+UNREACHABLE_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+current-context: c
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:9"}}]
+contexts: [{name: c, context: {cluster: c}}]
+"""
+
+
 def test_a_ctrl_c_during_the_final_teardown_exits_130_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,6 +214,7 @@ def test_a_ctrl_c_during_the_final_teardown_exits_130_without_a_traceback(
         raise BaseExceptionGroup("nursery", [BaseExceptionGroup("inner", [KeyboardInterrupt()])])
 
     (tmp_path / "forwards.yaml").write_text(FILE)
+    (tmp_path / "kc").write_text(UNREACHABLE_KUBECONFIG)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(trio, "run", interrupted_teardown)
     result = CliRunner().invoke(main, ["up", "--kubeconfig", str(tmp_path / "kc")])
