@@ -43,8 +43,15 @@ from pfcompose.control import (
 )
 from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
-from pfcompose.kube.access import AccessMaterial
-from pfcompose.kube.cache import AccessCache, Evaluator, ForwardAccess, evaluate_in_subprocess
+from pfcompose.kube.cache import (
+    AccessCache,
+    Evaluator,
+    ForwardAccess,
+    Materials,
+    evaluate_in_subprocess,
+    materials_from_json,
+    materials_to_json,
+)
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import raise_open_file_limit, release_free_memory
 from pfcompose.runtime import import_path, lean_argv
@@ -71,9 +78,7 @@ class Launch:
     context: str | None = None
     ports_env: str | None = None  # absolute path, or None
     log_file: str | None = None  # absolute path; None = the project's default in the runtime dir
-    materials: tuple[tuple[str | None, str | None, AccessMaterial], ...] = field(
-        default=(), repr=False
-    )
+    materials: Materials = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,7 +88,7 @@ class Launch:
             "context": self.context,
             "ports_env": self.ports_env,
             "log_file": self.log_file,
-            "materials": [[k, c, m.to_json()] for k, c, m in self.materials],
+            "materials": materials_to_json(self.materials),
         }
 
     @classmethod
@@ -95,9 +100,7 @@ class Launch:
             context=data.get("context"),
             ports_env=data.get("ports_env"),
             log_file=data.get("log_file"),
-            materials=tuple(
-                (k, c, AccessMaterial.from_json(m)) for k, c, m in data.get("materials", ())
-            ),
+            materials=materials_from_json(data.get("materials", ())),
         )
 
 
@@ -151,8 +154,7 @@ class Daemon:
         """Use what the command line evaluated; it shares our kubeconfig and context."""
         if (launch.kubeconfig, launch.context) != (self.launch.kubeconfig, self.launch.context):
             return
-        for kubeconfig, context, material in launch.materials:
-            self.access.cache.seed(kubeconfig, context, material)
+        self.access.cache.seed(launch.materials)
 
     def _to_ports_env(self, event: Event) -> None:
         if self.ports_env is not None:

@@ -34,13 +34,15 @@ from pfcompose.eventlog import EventLogFile
 from pfcompose.events import EventSink, fan_out
 from pfcompose.exitcodes import ExitCode
 from pfcompose.forward import AccessLoader
-from pfcompose.kube.access import AccessMaterial
 from pfcompose.kube.cache import (
     AccessCache,
     Evaluator,
     ForwardAccess,
+    Materials,
     evaluate_in_subprocess,
     evaluate_in_thread,
+    materials_from_json,
+    materials_to_json,
 )
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import raise_open_file_limit, release_free_memory
@@ -71,9 +73,7 @@ class UpLaunch:
     quiet_connections: bool = False
     ports_env: Path | None = None  # absolute; the flag's, else the file's ports_env
     log_file: Path | None = None  # absolute
-    materials: tuple[tuple[str | None, str | None, AccessMaterial], ...] = field(
-        default=(), repr=False
-    )
+    materials: Materials = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,7 +84,7 @@ class UpLaunch:
             "quiet_connections": self.quiet_connections,
             "ports_env": str(self.ports_env) if self.ports_env else None,
             "log_file": str(self.log_file) if self.log_file else None,
-            "materials": [[k, c, m.to_json()] for k, c, m in self.materials],
+            "materials": materials_to_json(self.materials),
         }
 
     @classmethod
@@ -97,16 +97,13 @@ class UpLaunch:
             quiet_connections=bool(data.get("quiet_connections")),
             ports_env=Path(data["ports_env"]) if data.get("ports_env") else None,
             log_file=Path(data["log_file"]) if data.get("log_file") else None,
-            materials=tuple(
-                (k, c, AccessMaterial.from_json(m)) for k, c, m in data.get("materials", ())
-            ),
+            materials=materials_from_json(data.get("materials", ())),
         )
 
     def access(self, evaluate: Evaluator) -> ForwardAccess:
         """The forwards' access loader, seeded with what the command line evaluated."""
         cache = AccessCache(evaluate)
-        for kubeconfig, context, material in self.materials:
-            cache.seed(kubeconfig, context, material)
+        cache.seed(self.materials)
         return ForwardAccess(self.kubeconfig, self.context, cache)
 
 

@@ -17,11 +17,10 @@ from pfcompose.config import ConfigErrors, Plan, load_plan
 from pfcompose.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from pfcompose.kube.access import AccessMaterial
+    from pfcompose.kube.cache import Materials
 
 __all__ = ["evaluate_access", "plan_from_options", "plan_options"]
 
-Materials = tuple[tuple[str | None, str | None, "AccessMaterial"], ...]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -36,11 +37,17 @@ __all__ = [
     "AccessCache",
     "Evaluator",
     "ForwardAccess",
+    "Materials",
     "evaluate_in_subprocess",
     "evaluate_in_thread",
+    "materials_from_json",
+    "materials_to_json",
 ]
 
 Key = tuple[str | None, str | None]  # (kubeconfig, context)
+Materials = tuple[tuple[str | None, str | None, AccessMaterial], ...]
+"""Evaluated contexts handed from the command line to the runtime: (kubeconfig, context,
+material) each."""
 Evaluator = Callable[[str | None, str | None], Awaitable[AccessMaterial]]
 
 EXPIRY_MARGIN = 10.0
@@ -114,11 +121,12 @@ class AccessCache:
         self._locks: dict[Key, trio.Lock] = {}
         self.evaluations = 0  # how many times the evaluator ran (for tests and ``ps``)
 
-    def seed(self, kubeconfig: str | None, context: str | None, material: AccessMaterial) -> None:
+    def seed(self, materials: Materials) -> None:
         """Material evaluated elsewhere (the command line, before starting the runtime)."""
-        self._entries[(kubeconfig, context)] = _Entry(
-            material, build_access(material), None, self._clock()
-        )
+        for kubeconfig, context, material in materials:
+            self._entries[(kubeconfig, context)] = _Entry(
+                material, build_access(material), None, self._clock()
+            )
 
     def invalidate(self, kubeconfig: str | None, context: str | None) -> None:
         """The server refused the credentials (401): evaluate again on the next use."""
@@ -183,3 +191,11 @@ class ForwardAccess:
 
     def invalidate(self, spec: ForwardSpec) -> None:
         self.cache.invalidate(*self.key(spec))
+
+
+def materials_to_json(materials: Materials) -> list[Any]:
+    return [[kubeconfig, context, m.to_json()] for kubeconfig, context, m in materials]
+
+
+def materials_from_json(data: Sequence[Any]) -> Materials:
+    return tuple((k, c, AccessMaterial.from_json(m)) for k, c, m in data)
