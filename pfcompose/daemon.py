@@ -43,18 +43,11 @@ from pfcompose.control import (
 )
 from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
-from pfcompose.kube.cache import (
-    AccessCache,
-    Evaluator,
-    ForwardAccess,
-    Materials,
-    evaluate_in_subprocess,
-    materials_from_json,
-    materials_to_json,
-)
+from pfcompose.kube.access import Materials, materials_from_json, materials_to_json
+from pfcompose.kube.cache import AccessCache, Evaluator, ForwardAccess, evaluate_in_subprocess
+from pfcompose.launch import import_path, lean_argv
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import raise_open_file_limit, release_free_memory
-from pfcompose.runtime import import_path, lean_argv
 from pfcompose.status import status_record
 from pfcompose.supervisor import Supervisor
 

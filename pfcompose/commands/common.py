@@ -17,7 +17,7 @@ from pfcompose.config import ConfigErrors, Plan, load_plan
 from pfcompose.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from pfcompose.kube.cache import Materials
+    from pfcompose.kube.access import Materials
 
 __all__ = ["evaluate_access", "plan_from_options", "plan_options"]
 
@@ -101,19 +101,18 @@ def evaluate_access(plan: Plan, kubeconfig: str | None, context: str | None) -> 
     failure that may pass by itself (an exec plugin, an auth-provider) is left to
     the runtime, which reports it per forward and retries.
     """
-    from pfcompose.kube.access import KubeConfigError
-    from pfcompose.kube.cache import ForwardAccess
+    from pfcompose.kube.access import KubeConfigError, chosen_context
     from pfcompose.kube.kubeconfig import evaluate
 
-    access = ForwardAccess(kubeconfig, context)
+    chosen = {name: chosen_context(spec, context) for name, spec in plan.forwards.items()}
     materials = []
-    for key in access.keys(plan.forwards):
+    for used in dict.fromkeys(chosen.values()):
         try:
-            materials.append((*key, evaluate(*key)))
+            materials.append((kubeconfig, used, evaluate(kubeconfig, used)))
         except KubeConfigError as exc:
             if exc.retryable:
                 continue
-            users = ", ".join(n for n, spec in plan.forwards.items() if access.key(spec) == key)
+            users = ", ".join(name for name, c in chosen.items() if c == used)
             click.echo(f"error: {users}: {exc}", err=True)
             raise click.exceptions.Exit(ExitCode.CONFIG) from None
     return tuple(materials)

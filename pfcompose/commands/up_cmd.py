@@ -28,7 +28,8 @@ from pfcompose.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from pfcompose.config.spec import ForwardSpec
-    from pfcompose.runtime import Main, UpLaunch
+    from pfcompose.launch import UpLaunch
+    from pfcompose.runtime import Main
 
 __all__ = ["LEAN_VARIABLE", "up"]
 
@@ -65,7 +66,7 @@ def up(
     Exit status: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when no forward could run,
     2 for configuration errors.
     """
-    from pfcompose import runtime
+    from pfcompose.launch import UpLaunch, exec_lean
 
     lifecycle = LifecycleOptions.pop(plan_kwargs)
     plan = plan_from_options(selected=names, **plan_kwargs)
@@ -77,7 +78,7 @@ def up(
         run_detached(plan, lifecycle, names=names, plan_kwargs=plan_kwargs, kubeconfig=kubeconfig,
                      context=context, sandbox=sandbox, as_json=as_json)  # fmt: skip
     ports_env = lifecycle.ports_env or plan.ports_env
-    launch = runtime.UpLaunch(
+    launch = UpLaunch(
         plan,
         kubeconfig=kubeconfig,
         context=context,
@@ -88,12 +89,15 @@ def up(
     )
     # -- end lifecycle ------------------------------------------------------------------
     if sandbox:
-        code = runtime.run(launch, main=_sandboxed(launch), extra_names=["sandbox"])
-        raise click.exceptions.Exit(code)
+        from pfcompose.runtime import run
+
+        raise click.exceptions.Exit(run(launch, main=_sandboxed(launch), extra_names=["sandbox"]))
     launch = replace(launch, materials=evaluate_access(plan, kubeconfig, context))
     if cli.process_entry() and os.environ.get(LEAN_VARIABLE, "1") != "0":
-        runtime.exec_lean(launch)
-    raise click.exceptions.Exit(runtime.run(launch))
+        exec_lean(launch)  # no return: this process becomes the runtime
+    from pfcompose.runtime import run
+
+    raise click.exceptions.Exit(run(launch))
 
 
 def _sandboxed(launch: UpLaunch) -> Main:

@@ -1,23 +1,51 @@
 """Cluster access and target resolution: kubeconfig → endpoint, target → pod and ports.
 
-Nothing here imports the ``kubernetes`` package until a kubeconfig is evaluated
-(:mod:`pfcompose.kube.kubeconfig`), so the forwarding runtime stays lean.
+Names are imported on first use (PEP 562), and nothing here imports the
+``kubernetes`` package until a kubeconfig is evaluated (:mod:`pfcompose.kube.kubeconfig`):
+the command line can read :mod:`pfcompose.kube.access` without trio, and the
+forwarding runtime never loads the kubernetes package.
 """
 
-from pfcompose.kube.access import AccessMaterial, ClusterAccess, KubeConfigError, load_access
-from pfcompose.kube.client import KubeApiError, KubeClient, KubeConnectionError
-from pfcompose.kube.resolve import (
-    NoReadyPod,
-    PodNotRunning,
-    ResolvedTarget,
-    ResolveError,
-    TargetError,
-    is_ready_pod,
-    pick_pod,
-    pod_query,
-    resolve,
-    translate_ports,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pfcompose.kube.access import AccessMaterial, ClusterAccess, KubeConfigError, load_access
+    from pfcompose.kube.client import KubeApiError, KubeClient, KubeConnectionError
+    from pfcompose.kube.targets import (
+        NoReadyPod,
+        PodNotRunning,
+        ResolvedTarget,
+        ResolveError,
+        TargetError,
+        is_ready_pod,
+        pick_pod,
+        pod_query,
+        resolve,
+        translate_ports,
+    )
+
+_WHERE = {
+    "AccessMaterial": "access",
+    "ClusterAccess": "access",
+    "KubeConfigError": "access",
+    "load_access": "access",
+    "KubeApiError": "client",
+    "KubeClient": "client",
+    "KubeConnectionError": "client",
+    "NoReadyPod": "targets",
+    "PodNotRunning": "targets",
+    "ResolvedTarget": "targets",
+    "ResolveError": "targets",
+    "TargetError": "targets",
+    "is_ready_pod": "targets",
+    "pick_pod": "targets",
+    "pod_query": "targets",
+    "resolve": "targets",
+    "translate_ports": "targets",
+}
 
 __all__ = [
     "AccessMaterial",
@@ -38,3 +66,12 @@ __all__ = [
     "resolve",
     "translate_ports",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pfcompose.kube.{module}"), name)
+    globals()[name] = value
+    return value

@@ -20,22 +20,26 @@ import base64
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from pfcompose.wire.endpoint import Endpoint
+if TYPE_CHECKING:
+    from pfcompose.config.spec import ForwardSpec
+    from pfcompose.wire.endpoint import Endpoint
 
 __all__ = [
     "AccessMaterial",
     "ClusterAccess",
     "KubeConfigError",
+    "Materials",
     "build_access",
+    "chosen_context",
     "file_stamp",
     "load_access",
     "load_access_sync",
+    "materials_from_json",
+    "materials_to_json",
 ]
 
 
@@ -159,8 +163,29 @@ class AccessMaterial:
         )
 
 
+def chosen_context(spec: ForwardSpec, flag: str | None) -> str | None:
+    """The context a forward uses: its own ``context`` wins over ``--context``
+    (``flag``), which wins over ``defaults.context``; None is the current-context."""
+    return spec.context if spec.context_is_own else (flag or spec.context)
+
+
+Materials = tuple[tuple[str | None, str | None, AccessMaterial], ...]
+"""Evaluated contexts handed from the command line to the runtime: (kubeconfig, context,
+material) each."""
+
+
+def materials_to_json(materials: Materials) -> list[Any]:
+    return [[kubeconfig, context, m.to_json()] for kubeconfig, context, m in materials]
+
+
+def materials_from_json(data: Sequence[Any]) -> Materials:
+    return tuple((k, c, AccessMaterial.from_json(m)) for k, c, m in data)
+
+
 def build_access(material: AccessMaterial) -> ClusterAccess:
     """The endpoint for ``material``: TLS context as the kubeconfig says, auth header."""
+    from pfcompose.wire.endpoint import Endpoint  # trio: not for the command line's side
+
     ssl_context = _ssl_context(material) if material.scheme == "https" else None
     endpoint = Endpoint(
         host=material.host,
@@ -184,6 +209,8 @@ async def load_access(kubeconfig: str | None, context: str | None) -> ClusterAcc
     evaluates afresh (exec plugins run again); :mod:`pfcompose.kube.cache` is the
     caching front for long-running use. Raises :class:`KubeConfigError`.
     """
+    import trio
+
     return await trio.to_thread.run_sync(load_access_sync, kubeconfig, context)
 
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -29,7 +28,9 @@ from pfcompose.kube.access import (
     AccessMaterial,
     ClusterAccess,
     KubeConfigError,
+    Materials,
     build_access,
+    chosen_context,
     file_stamp,
 )
 
@@ -37,17 +38,11 @@ __all__ = [
     "AccessCache",
     "Evaluator",
     "ForwardAccess",
-    "Materials",
     "evaluate_in_subprocess",
     "evaluate_in_thread",
-    "materials_from_json",
-    "materials_to_json",
 ]
 
 Key = tuple[str | None, str | None]  # (kubeconfig, context)
-Materials = tuple[tuple[str | None, str | None, AccessMaterial], ...]
-"""Evaluated contexts handed from the command line to the runtime: (kubeconfig, context,
-material) each."""
 Evaluator = Callable[[str | None, str | None], Awaitable[AccessMaterial]]
 
 EXPIRY_MARGIN = 10.0
@@ -179,12 +174,7 @@ class ForwardAccess:
         self.cache = cache or AccessCache()
 
     def key(self, spec: ForwardSpec) -> Key:
-        chosen = spec.context if spec.context_is_own else (self.context or spec.context)
-        return (self.kubeconfig, chosen)
-
-    def keys(self, specs: Mapping[str, ForwardSpec]) -> list[Key]:
-        """The distinct (kubeconfig, context) pairs ``specs`` use, in order."""
-        return list(dict.fromkeys(self.key(spec) for spec in specs.values()))
+        return (self.kubeconfig, chosen_context(spec, self.context))
 
     async def __call__(self, spec: ForwardSpec) -> ClusterAccess:
         return await self.cache.get(*self.key(spec))
@@ -192,10 +182,3 @@ class ForwardAccess:
     def invalidate(self, spec: ForwardSpec) -> None:
         self.cache.invalidate(*self.key(spec))
 
-
-def materials_to_json(materials: Materials) -> list[Any]:
-    return [[kubeconfig, context, m.to_json()] for kubeconfig, context, m in materials]
-
-
-def materials_from_json(data: Sequence[Any]) -> Materials:
-    return tuple((k, c, AccessMaterial.from_json(m)) for k, c, m in data)

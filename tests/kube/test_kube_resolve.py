@@ -18,7 +18,7 @@ from pfcompose.kube import (
     resolve,
     translate_ports,
 )
-from pfcompose.kube.resolve import label_selector
+from pfcompose.kube.targets import label_selector
 
 
 @dataclass(frozen=True)
