@@ -1,18 +1,26 @@
 """The pods' processes: a real TCP listener on loopback for every served pod port.
 
-The kubelet's "dial localhost:PORT in the pod's network namespace" becomes a dial
-to the listener this module opened for (pod, PORT). Behaviours:
+Each served port's process is reachable two ways: the kubelet's "dial
+localhost:PORT in the pod's network namespace" is :meth:`Backends.connect`, an
+in-process connection (``pipe.py``: no loopback hop inside the sandbox), and
+:meth:`Backends.address` is a real listener on loopback for everyone else (the
+benchmark's ``direct`` client, tests). Both run the same behaviour code:
 
 * ``echo`` – sends back what it receives; answers EOF with EOF.
 * ``http`` – answers every HTTP/1.1 request with 200 and a body naming pod,
   namespace and port (what a curl demo shows).
 * ``blob`` – the benchmark target; a one-line command, then raw bytes:
   ``PUT <n>\\n`` + n bytes (or ``PUT\\n`` + bytes until EOF) → ``<sha256 hex>\\n``, close;
+  ``VERIFY <n>\\n`` + n bytes → ``ok <n>\\n`` when they are exactly :func:`blob_bytes`,
+  else ``mismatch at <offset>\\n`` (the first differing byte), close;
   ``GET <n>\\n`` → n bytes of :func:`blob_bytes`, close.
 * ``target: HOST:PORT`` – no listener here: the kubelet dials that address itself.
 * ``none`` – nothing listens; the port refuses, as a closed port in a pod does.
 
-The data paths read up to 256 KiB at a time and never touch single bytes.
+The data paths read up to 1 MiB at a time and never touch single bytes. ``VERIFY``
+compares with ``memcmp`` (``bytes.startswith`` at an offset, ~20 GB/s) where ``PUT``
+hashes (sha256, ~390 MB/s without SHA extensions): a benchmark that verifies with
+it measures the forwarder, not the pod's hashing.
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
+from pfcompose.sandbox.pipe import PipeStream, pipe_pair
 from pfcompose.sandbox.state import Behaviour, Pod
 
-__all__ = ["BLOB_BLOCK", "Backends", "blob_bytes", "blob_sha256", "http_body"]
+__all__ = ["BLOB_BLOCK", "Backends", "blob_bytes", "blob_mismatch", "blob_sha256", "http_body"]
 
-BUFSIZE = 256 * 1024
+BUFSIZE = 1024 * 1024
 _BLOCK_HASHES = 32768  # 32 768 × 32 bytes = 1 MiB
 
 
@@ -43,6 +52,27 @@ def _make_block() -> bytes:
 
 BLOB_BLOCK = _make_block()
 """The 1 MiB period of ``blob``'s download data: sha256(b"pfcompose-blob:<i>") for i = 0, 1, …"""
+
+
+_BLOB_WINDOW = BLOB_BLOCK * 2
+"""Two periods: any slice of up to one period, at any phase, is contiguous here."""
+
+
+def blob_mismatch(data: bytes | bytearray | memoryview, offset: int) -> int | None:
+    """Where ``data`` first differs from :func:`blob_bytes` at ``offset``; None: it matches.
+
+    ``bytes.startswith`` at a position is a ``memcmp`` against the pattern, with no
+    copy (memoryview ``==`` compares item by item at ~270 MB/s).
+    """
+    view = memoryview(data)
+    period = len(BLOB_BLOCK)
+    for start in range(0, len(view), period):
+        piece = view[start : start + period]
+        phase = (offset + start) % period
+        if not _BLOB_WINDOW.startswith(piece, phase):
+            return start + next(i for i in range(len(piece))
+                                if piece[i] != _BLOB_WINDOW[phase + i])
+    return None
 
 
 def blob_bytes(n: int) -> bytes:
@@ -65,15 +95,22 @@ def http_body(pod: Pod, port: int) -> bytes:
     return f"pfcompose sandbox: pod {pod.name} namespace {pod.namespace} port {port}\n".encode()
 
 
-def abort(stream: trio.SocketStream) -> None:
+Conn = trio.SocketStream | PipeStream
+"""A pod process's side of one connection."""
+
+
+def abort(stream: Conn) -> None:
     """Make the next close send RST instead of FIN (SO_LINGER 0): the app crashed."""
+    if isinstance(stream, PipeStream):
+        stream.abort()
+        return
     with contextlib.suppress(OSError):
         stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 @dataclass(eq=False)
 class _Conn:
-    stream: trio.SocketStream
+    stream: Conn
     scope: trio.CancelScope
 
 
@@ -81,7 +118,9 @@ class _Conn:
 class _PodProcesses:
     pod: Pod
     scope: trio.CancelScope
+    nursery: trio.Nursery | None = None
     addresses: dict[int, tuple[str, int]] = field(default_factory=dict)
+    handlers: dict[int, Callable[[Conn], Awaitable[None]]] = field(default_factory=dict)
     conns: set[_Conn] = field(default_factory=set)
 
 
@@ -104,6 +143,22 @@ class Backends:
             return None
         return procs.addresses.get(port)
 
+    def connect(self, pod: Pod, port: int) -> PipeStream | None:
+        """The kubelet's connection to ``pod``'s process on ``port``, in process.
+
+        None when no process of this sandbox serves it: ``target:`` ports (dial
+        :meth:`address`) and ports nothing listens on (refused).
+        """
+        procs = self._pods.get(pod.key)
+        if procs is None or procs.pod is not pod or procs.nursery is None:
+            return None
+        handler = procs.handlers.get(port)
+        if handler is None:
+            return None
+        ours, theirs = pipe_pair()
+        procs.nursery.start_soon(handler, theirs)
+        return ours
+
     async def start(self, pod: Pod) -> None:
         """Open a listener for each served port of ``pod`` (idempotent)."""
         if pod.key in self._pods:
@@ -117,6 +172,7 @@ class Backends:
         with trio.CancelScope() as scope:
             procs = _PodProcesses(pod, scope)
             async with trio.open_nursery() as nursery:
+                procs.nursery = nursery
                 for cp in pod.ports:
                     if cp.serve.kind in ("none", "target") or cp.protocol != "TCP":
                         continue
@@ -126,15 +182,16 @@ class Backends:
                     sockname = listeners[0].socket.getsockname()
                     procs.addresses[cp.container_port] = ("127.0.0.1", int(sockname[1]))
                     handler = self._handler(procs, cp.serve, cp.container_port)
+                    procs.handlers[cp.container_port] = handler
                     nursery.start_soon(trio.serve_listeners, handler, listeners)
                 task_status.started(procs)
 
     def _handler(
         self, procs: _PodProcesses, behaviour: Behaviour, port: int
-    ) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    ) -> Callable[[Conn], Awaitable[None]]:
         serve = {"echo": _echo, "http": _http, "blob": _blob}[behaviour.kind]
 
-        async def handle(stream: trio.SocketStream) -> None:
+        async def handle(stream: Conn) -> None:
             conn = _Conn(stream, trio.CancelScope())
             procs.conns.add(conn)
             try:
@@ -171,13 +228,13 @@ class Backends:
 
 # -- behaviours -----------------------------------------------------------------
 
-async def _echo(stream: trio.SocketStream, pod: Pod, port: int) -> None:
+async def _echo(stream: Conn, pod: Pod, port: int) -> None:
     while data := await stream.receive_some(BUFSIZE):
         await stream.send_all(data)
     await stream.send_eof()
 
 
-async def _http(stream: trio.SocketStream, pod: Pod, port: int) -> None:
+async def _http(stream: Conn, pod: Pod, port: int) -> None:
     conn = h11.Connection(h11.SERVER)
     body = http_body(pod, port)
     while True:
@@ -204,12 +261,15 @@ async def _http(stream: trio.SocketStream, pod: Pod, port: int) -> None:
         return  # ConnectionClosed, PAUSED or a protocol error: hang up
 
 
-async def _blob(stream: trio.SocketStream, pod: Pod, port: int) -> None:
+_BLOB_USAGE = b"ERR expected PUT <n>, VERIFY <n> or GET <n>\n"
+
+
+async def _blob(stream: Conn, pod: Pod, port: int) -> None:
     buf = b""
     while b"\n" not in buf:
         data = await stream.receive_some(BUFSIZE)
         if not data or len(buf) > 64:
-            await stream.send_all(b"ERR expected PUT <n> or GET <n>\n")
+            await stream.send_all(_BLOB_USAGE)
             return
         buf += data
     line, _, rest = buf.partition(b"\n")
@@ -218,29 +278,56 @@ async def _blob(stream: trio.SocketStream, pod: Pod, port: int) -> None:
         await _blob_send(stream, int(arg))
     elif cmd == "PUT" and (arg.isdigit() or arg == ""):
         h = hashlib.sha256()
-        remaining = int(arg) if arg else -1
-        chunk = rest if remaining < 0 else rest[:remaining]
-        while True:
+
+        def update(chunk: bytes, offset: int) -> None:
             h.update(chunk)
-            if remaining >= 0:
-                remaining -= len(chunk)
-                if remaining <= 0:
-                    break
-            data = await stream.receive_some(min(BUFSIZE, remaining) if remaining > 0 else BUFSIZE)
-            if not data:
-                if remaining > 0:
-                    await stream.send_all(b"ERR short upload\n")
-                    return
-                break
-            chunk = data
+
+        if await _blob_receive(stream, int(arg) if arg else -1, rest, update) is None:
+            return
         await stream.send_all(h.hexdigest().encode() + b"\n")
+    elif cmd == "VERIFY" and arg.isdigit():
+        first_difference: int | None = None
+
+        def check(chunk: bytes, offset: int) -> None:
+            nonlocal first_difference
+            if first_difference is None:
+                at = blob_mismatch(chunk, offset)
+                if at is not None:
+                    first_difference = offset + at
+
+        n = await _blob_receive(stream, int(arg), rest, check)
+        if n is None:
+            return
+        reply = f"ok {n}" if first_difference is None else f"mismatch at {first_difference}"
+        await stream.send_all(reply.encode() + b"\n")
     else:
-        await stream.send_all(b"ERR expected PUT <n> or GET <n>\n")
+        await stream.send_all(_BLOB_USAGE)
         return
     await stream.send_eof()
 
 
-async def _blob_send(stream: trio.SocketStream, n: int) -> None:
+async def _blob_receive(stream: Conn, n: int, rest: bytes,
+                        consume: Callable[[bytes, int], None]) -> int | None:
+    """Feed ``n`` bytes (``-1``: until EOF) to ``consume(chunk, offset)``; the count, or
+    None after answering a short upload. Reads stay ≤ ``n``: nothing is over-read."""
+    got = 0
+    chunk = rest if n < 0 else rest[:n]
+    while True:
+        if chunk:
+            consume(chunk, got)
+            got += len(chunk)
+        if 0 <= n <= got:
+            return got
+        data = await stream.receive_some(min(BUFSIZE, n - got) if n >= 0 else BUFSIZE)
+        if not data:
+            if n >= 0:
+                await stream.send_all(b"ERR short upload\n")
+                return None
+            return got
+        chunk = data
+
+
+async def _blob_send(stream: Conn, n: int) -> None:
     view = memoryview(BLOB_BLOCK)
     offset = 0
     while n > 0:

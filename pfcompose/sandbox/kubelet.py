@@ -5,7 +5,8 @@ completes the handshake with ``wire.upgrade`` (server role) and then:
 
 * SPDY and SPDY-in-WebSocket (§9): validates each new stream (§9.1; RST on bad
   headers), replies with an empty SYN_REPLY, pairs error and data streams by
-  ``requestid`` under a 30 s timer (§9.2), dials the pod port and copies both ways
+  ``requestid`` under a 30 s timer (§9.2), dials the pod port (in process for the
+  sandbox's own pod processes, TCP for ``target:`` ports) and copies both ways
   with half-close. A refused dial writes the containerd-format error text on the
   error stream then FINs both (§9.3); a reset from the pod side (ECONNRESET/EPIPE)
   RSTs both streams without text (kubelet ≥ 1.32). Session end: RST every stream,
@@ -20,7 +21,7 @@ Pod-side error text (containerd, ``uid`` empty, ``pod`` = sandbox ID)::
     inside namespace "<sandbox-id>", IPv4: dial tcp4 127.0.0.1:5000: connect: connection
     refused IPv6 dial tcp6 [::1]:5000: connect: connection refused
 
-(one line). Every copy reads up to 256 KiB at a time.
+(one line). Every copy reads up to 1 MiB at a time.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import trio
 from pfcompose.sandbox.apiserver import Request
 from pfcompose.sandbox.backends import Backends
 from pfcompose.sandbox.faults import StreamFaults
+from pfcompose.sandbox.pipe import PipeStream
 from pfcompose.sandbox.state import Pod
 from pfcompose.wire.channel import ChannelServer
 from pfcompose.wire.errors import WireError
@@ -49,13 +51,20 @@ from pfcompose.wire.upgrade import (
     accept_spdy_over_websocket,
     classify_upgrade,
 )
-from pfcompose.wire.websocket import WebSocketConnection
+from pfcompose.wire.websocket import (
+    Unmasker,
+    WebSocketByteStream,
+    WebSocketConnection,
+    numpy_unmasker,
+    unmask_regions,
+)
 
 __all__ = ["PAIR_TIMEOUT", "Kubelet", "dial_error_text", "validate_stream_headers"]
 
 PAIR_TIMEOUT = 30.0
 """``DefaultStreamCreationTimeout``: how long the first stream of a pair waits (§7.2)."""
-BUFSIZE = 256 * 1024
+BUFSIZE = 1024 * 1024
+"""Reads from the pod and from sessions: large reads, fewer task switches per GiB."""
 
 
 def validate_stream_headers(headers: dict[str, str]) -> str | None:
@@ -107,6 +116,9 @@ def _socket_of(stream: Any) -> socket.socket | None:
 
 
 def _set_rst_on_close(stream: Any) -> None:
+    if isinstance(stream, PipeStream):
+        stream.abort()
+        return
     sock = _socket_of(stream)
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -130,12 +142,16 @@ class _Pair:
     timer: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
+PodStream = trio.SocketStream | PipeStream
+"""The kubelet's side of a pod connection: in process, or TCP to a ``target:``."""
+
+
 @dataclass(eq=False)
 class _PodConn:
     """One kubelet → pod connection, so a fault can reset it."""
 
     pod: Pod
-    stream: trio.SocketStream
+    stream: PodStream
     scope: trio.CancelScope
     reset: bool = False
 
@@ -161,6 +177,9 @@ class Kubelet:
         self.faults = faults
         self._conns: set[_Upgraded] = set()
         self._pod_conns: set[_PodConn] = set()
+        self._unmask: Unmasker = numpy_unmasker() or unmask_regions
+        """Every byte a WebSocket client sends arrives masked: unmasking is the server's
+        largest per-byte cost, so the sandbox uses numpy for it when it can."""
 
     # -- entry point ------------------------------------------------------------------
     async def serve(self, request: Request, transport: trio.abc.Stream, trailing: bytes,
@@ -177,11 +196,16 @@ class Kubelet:
                     if kind == "websocket":
                         ws, _, ports = await accept_channel_websocket(h11_request, transport,
                                                                       trailing)
+                        ws.unmasker = self._unmask
+                        ws.receive_size = BUFSIZE
                         await self._serve_channel(ws, pod, ports, up)
                         return
                     if kind == "spdy-over-websocket":
                         stream, _ = await accept_spdy_over_websocket(h11_request, transport,
                                                                      trailing)
+                        assert isinstance(stream, WebSocketByteStream)
+                        stream.ws.unmasker = self._unmask
+                        stream.ws.receive_size = BUFSIZE
                     else:
                         stream, _ = await accept_spdy(h11_request, transport, trailing)
                 except UpgradeRejected:
@@ -198,7 +222,8 @@ class Kubelet:
     # -- SPDY (transports A and B) ---------------------------------------------------
     async def _serve_spdy(self, stream: trio.abc.Stream, pod: Pod, up: _Upgraded) -> None:
         pairs: dict[str, _Pair] = {}
-        async with open_session(stream, "server") as session, trio.open_nursery() as nursery:
+        async with open_session(stream, "server", read_size=BUFSIZE) as session, \
+                trio.open_nursery() as nursery:
             up.session = session
             try:
                 while True:
@@ -331,7 +356,11 @@ class Kubelet:
                 _set_rst_on_close(conn)
             await trio.aclose_forcefully(conn)
 
-    async def _dial(self, pod: Pod, port: int) -> trio.SocketStream:
+    async def _dial(self, pod: Pod, port: int) -> PodStream:
+        pipe = self.backends.connect(pod, port)
+        if pipe is not None:
+            await trio.lowlevel.checkpoint()
+            return pipe
         address = self.backends.address(pod, port)
         if address is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused")
@@ -430,6 +459,8 @@ class Kubelet:
 
 
 def _is_target(pod: Pod, pc: _PodConn) -> bool:
+    if isinstance(pc.stream, PipeStream):
+        return False
     try:
         peer = pc.stream.socket.getpeername()
     except OSError:

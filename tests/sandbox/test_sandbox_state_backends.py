@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from pfcompose.config.selector import matches, parse_selector
-from pfcompose.sandbox.backends import BLOB_BLOCK, blob_bytes, blob_sha256
+from pfcompose.sandbox.backends import BLOB_BLOCK, blob_bytes, blob_mismatch, blob_sha256
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import Pod, State, StateError, state_from_plan
 
@@ -88,6 +88,18 @@ def test_state_from_plan_satisfies_selectors_and_named_ports() -> None:
     assert pod.port(next(p.container_port for p in pod.ports if p.name == "http")) is not None
 
 
+def test_blob_mismatch_finds_the_first_wrong_byte() -> None:
+    period = 1 << 20
+    data = bytearray(blob_bytes(3 * period))
+    assert blob_mismatch(data, 0) is None
+    assert blob_mismatch(memoryview(data)[5:period + 9], 5) is None  # any phase, any length
+    assert blob_mismatch(data[period - 3:], period - 3) is None
+    assert blob_mismatch(data, 1) == 0  # shifted by one
+    data[2 * period + 17] = data[2 * period + 17] ^ 0x80
+    assert blob_mismatch(data, 0) == 2 * period + 17
+    assert blob_mismatch(data[period:], period) == period + 17
+
+
 def test_blob_data_is_deterministic() -> None:
     assert len(BLOB_BLOCK) == 1 << 20
     assert BLOB_BLOCK[:32] == hashlib.sha256(b"pfcompose-blob:0").digest()
@@ -135,7 +147,24 @@ async def test_backends_behaviours() -> None:
         assert await talk(addr[3], b"PUT\nabcdef") == hashlib.sha256(b"abcdef").hexdigest(
         ).encode() + b"\n"
         assert await talk(addr[3], b"PUT 10\nabc") == b"ERR short upload\n"
-        assert await talk(addr[3], b"HELLO\n") == b"ERR expected PUT <n> or GET <n>\n"
+        assert await talk(addr[3], b"HELLO\n") == b"ERR expected PUT <n>, VERIFY <n> or GET <n>\n"
+        assert await talk(addr[3], b"VERIFY\n") == b"ERR expected PUT <n>, VERIFY <n> or GET <n>\n"
+        # VERIFY: byte-exact against the pattern, across the 1 MiB period and read boundaries
+        n = 3 * (1 << 20) + 12345
+        good = blob_bytes(n)
+        assert await talk(addr[3], b"VERIFY %d\n" % n + good) == b"ok %d\n" % n
+        assert await talk(addr[3], b"VERIFY 0\n") == b"ok 0\n"
+        for at in (0, 31, (1 << 20) - 1, 1 << 20, 2 * (1 << 20) + 7, n - 1):
+            bad = bytearray(good)
+            bad[at] ^= 0x01
+            assert await talk(addr[3], b"VERIFY %d\n" % n + bad) == b"mismatch at %d\n" % at
+        swapped = bytearray(good)  # same bytes, same length, two of them swapped
+        swapped[100], swapped[101] = swapped[101], swapped[100]
+        assert swapped != good
+        assert await talk(addr[3], b"VERIFY %d\n" % n + swapped) == b"mismatch at 100\n"
+        assert await talk(addr[3], b"VERIFY %d\n" % n + good[:-1]) == b"ERR short upload\n"
+        # a stream that starts one byte late: the first byte already differs
+        assert await talk(addr[3], b"VERIFY 100\n" + good[1:101]) == b"mismatch at 0\n"
     await target[0].aclose()
 
 
