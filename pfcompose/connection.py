@@ -11,11 +11,21 @@ connection go on.
 A connection that breaks mid-transfer is closed towards the local application
 with a TCP reset, never a clean FIN, so the application cannot mistake a
 truncated transfer for a complete one.
+
+Memory: bytes are taken from one side only when the other side can take them.
+Pod data stays in the session's bounded buffers until the local socket takes
+it (the session's receive budget counts it there); on a channel, in pieces
+taken once the local socket is writable. Over a session, a local read waits
+for one of the forward's :data:`SEND_SLOTS` (the session writes one stream at
+a time anyway). A connection whose application is quiet holds no slot and no
+buffer: no loop keeps its last chunk while it waits for the next.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import select
+from dataclasses import dataclass, field
 
 import trio
 
@@ -31,12 +41,21 @@ READ_SIZE = 256 * 1024
 MIN_READ_SIZE = 32 * 1024
 """Fewest bytes per local read (Go's io.Copy buffer), however many connections are open."""
 READ_BUDGET = 64 * 1024 * 1024
-"""Bytes of local reads a forward may hold in flight across its open connections.
+"""Bytes of local reads the ``websocket`` transport's connections hold in flight.
+
+Each such connection has its own WebSocket, so reads are not gated across
+connections (one stalled pod must not hold up the others); the read size
+shrinks as connections grow so the total stays near this budget, and a single
+bulk connection still reads 256 KiB at a time.
+"""
+SEND_SLOTS = 32
+"""Local reads of :data:`READ_SIZE` a forward holds at once on its SPDY session.
 
 A read waits for the session's send lock while holding its bytes: 1000 busy
 connections × 256 KiB held 320 MiB at peak (benchmark, docs/performance.md). The
-read size shrinks as connections grow so the total stays near this budget, and a
-single bulk connection still reads 256 KiB at a time.
+session sends one batch at a time, so a few reads queued for the lock keep it
+busy; the others wait for a slot with their bytes still in the kernel. Slots are
+taken only once the local socket is readable: a quiet connection holds none.
 """
 
 STREAM_CREATE_TIMEOUT = 30.0
@@ -50,6 +69,8 @@ class Traffic:
     bytes_in: int = 0  # pod → local
     bytes_out: int = 0  # local → pod
     active: int = 0  # connections being copied right now
+    send_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(SEND_SLOTS))
+    """Local reads in flight towards the (one) session of the forward."""
 
     def read_size(self) -> int:
         """Bytes per local read now: :data:`READ_BUDGET` shared by the open connections."""
@@ -85,20 +106,71 @@ async def _read_error_stream(stream: SpdyStream) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-async def _pump_remote_to_local(
+def _ready_now(sock: trio.socket.SocketType, events: int) -> bool:
+    """Whether ``sock`` is ready for ``events`` without waiting (one poll(2), no task switch)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), events)
+    return bool(poller.poll(0))
+
+
+async def _pump_session_to_local(
     data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic
 ) -> None:
-    while data := await data_stream.receive_some(READ_SIZE):
+    """Write the stream's bytes to ``local`` straight from the session's buffer.
+
+    Bytes leave the buffer only as the socket takes them, so what a slow
+    application has not read yet stays counted against the receive budget.
+    """
+    sock = local.socket
+    while view := await data_stream.peek():
+        try:
+            sent = await sock.send(view)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        finally:
+            view.release()
+        data_stream.consume(sent)
+        traffic.bytes_in += sent
+
+
+async def _pump_channel_to_local(
+    source: trio.abc.ReceiveStream, local: trio.SocketStream, traffic: Traffic
+) -> None:
+    """Copy to ``local`` in pieces taken only once ``local`` can take bytes.
+
+    What a slow application has not read stays in the channel's bounded buffer.
+    """
+    while True:
+        if not _ready_now(local.socket, select.POLLOUT):
+            await local.wait_send_all_might_not_block()
+        data = await source.receive_some(traffic.read_size())
+        if not data:
+            return
         await local.send_all(data)
         traffic.bytes_in += len(data)
+        del data  # not held while waiting for the next piece
 
 
 async def _pump_local_to_remote(
     local: trio.SocketStream, data_stream: SpdyStream, traffic: Traffic
 ) -> None:
-    while data := await local.receive_some(traffic.read_size()):
-        await data_stream.send_all(data)
+    slots = traffic.send_slots
+    while True:
+        if not _ready_now(local.socket, select.POLLIN):
+            await trio.lowlevel.wait_readable(local.socket)
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await slots.acquire()
+        try:
+            data = await local.receive_some(READ_SIZE)
+            if not data:
+                break
+            await data_stream.send_all(data)
+        finally:
+            slots.release()
         traffic.bytes_out += len(data)
+        del data  # not held while the application is quiet
     await data_stream.send_eof()
 
 
@@ -203,7 +275,7 @@ async def _copy_until_done(
 
         nursery.start_soon(local_to_remote)
         try:
-            await _pump_remote_to_local(data_stream, local, traffic)
+            await _pump_session_to_local(data_stream, local, traffic)
         except StreamReset:
             broken = broken or "connection reset by the pod"
         except SessionLost as exc:
@@ -264,21 +336,24 @@ async def _copy_over_channel(
                 broken = f"lost connection to pod: {exc}"
 
         async def local_to_remote() -> None:
+            # (No wait for the WebSocket to be writable before reading: its
+            # receiving task may write a pong or close frame meanwhile, and trio
+            # allows one sender per stream. Reads are small: traffic.read_size().)
             try:
-                while data := await local.receive_some(traffic.read_size()):
+                while True:
+                    data = await local.receive_some(traffic.read_size())
+                    if not data:
+                        break
                     await stream.send_all(data)
                     traffic.bytes_out += len(data)
+                    del data  # not held while the application is quiet
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 nursery.cancel_scope.cancel()
 
         nursery.start_soon(run_client)
         nursery.start_soon(local_to_remote)
-        try:
-            while data := await stream.receive_some(READ_SIZE):
-                await local.send_all(data)
-                traffic.bytes_in += len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await _pump_channel_to_local(stream, local, traffic)
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await client.aclose()
         nursery.cancel_scope.cancel()

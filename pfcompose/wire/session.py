@@ -16,13 +16,25 @@ shielded from cancellation (a half-written frame would corrupt every stream);
 a write stuck on a peer that reads nothing ends when the session is aborted.
 
 Back-pressure and head-of-line blocking: Go's spdystream has no flow control
-(§7.1); its only brake is TCP. Each stream here buffers at most ``max_buffer``
-bytes (plus at most one socket read that was already in flight). When a stream's
-buffer is full the reader stops reading the socket until that stream's consumer
-drains it, so the peer's writes block in TCP. That stalls **every** stream of
-the session, exactly as a stalled reader stalls a Go peer: a stream nobody
-reads must be reset or closed, never just abandoned. (Two peers that each write
-a lot before reading can deadlock this way, with Go as with us.)
+(§7.1); its only brake is TCP. Two limits bound what the session holds for its
+consumers, each overshot by at most the one socket read already in flight:
+
+* ``max_buffer`` per stream: what one stream may hold (1 MiB, so a lone bulk
+  stream keeps large buffers and full throughput);
+* ``receive_budget`` for the session: what all its streams may hold together.
+  As streams multiply, each one's share of the budget shrinks; with 1000 busy
+  streams it is 16 KiB on average, not 1 MiB.
+
+When either is reached the reader stops reading the socket until consumers
+drain (a full stream: that stream's consumer; the budget: anyone's), so the
+peer's writes block in TCP. That stalls **every** stream of the session,
+exactly as a stalled reader stalls a Go peer: a stream nobody reads must be
+reset or closed, never just abandoned. (Two peers that each write a lot before
+reading can deadlock this way, with Go as with us.) The budget is deliberately
+not split into shrinking per-stream limits: one consumer that stopped reading
+would then stall the session as soon as it held its small share, although
+others keep draining; with the budget it stalls the session only at
+``max_buffer``, as before, or when the stalled streams hold the whole budget.
 
 Keepalive: a ping every ``keepalive`` seconds; two in a row unanswered end the
 session (``ping timeout``), except while our own reader is stopped by a full
@@ -64,10 +76,17 @@ from pfcompose.wire.spdy import (
 
 DEFAULT_READ_SIZE = 256 * 1024
 DEFAULT_MAX_BUFFER = 1 << 20
+"""Most bytes one stream buffers for its consumer."""
+DEFAULT_RECEIVE_BUDGET = 16 << 20
+"""Most bytes all streams of a session buffer together (measured at 1000
+concurrent connections: docs/performance.md)."""
 DEFAULT_CLOSE_TIMEOUT = 2.0
 SEND_BATCH = 1 << 20
 """Bytes one ``send_all`` writes per turn of the send lock (one transport write)."""
 MAX_PENDING_ACCEPT = 1024
+"""Streams the peer opened that may wait for ``accept_stream``; past it the reader
+stops reading, as Go's does while its new-stream handler runs (no refusals:
+1000 connections opened at once must all get through)."""
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -99,7 +118,6 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         self._offset = 0
         self._buffered = 0
         self._readable = ParkingLot()
-        self._drained = ParkingLot()
         self._replied = trio.Event()
         self._remote_fin = False
         self._sent_fin = False
@@ -176,6 +194,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         if data and not self._closed and not self._reset_locally:
             self._chunks.append(data)
             self._buffered += len(data)
+            self._session._buffered += len(data)
         if fin:
             self._remote_fin = True
         self._readable.unpark_all()
@@ -186,20 +205,60 @@ class SpdyStream(trio.abc.HalfCloseableStream):
 
     def _wake_all(self) -> None:
         self._readable.unpark_all()
-        self._drained.unpark_all()
         self._replied.set()
+        self._session._space_freed()
 
     def _discard(self) -> None:
         self._chunks.clear()
         self._offset = 0
+        self._session._buffered -= self._buffered
         self._buffered = 0
-        self._drained.unpark_all()
+        self._session._space_freed()
 
     # ------------------------------------------------------------------ receiving
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
+        if not await self._wait_data():
+            return b""
+        chunk = self._chunks[0]
+        off = self._offset
+        avail = len(chunk) - off
+        if max_bytes is None or max_bytes >= avail:
+            data = chunk if off == 0 else chunk[off:]
+            self._advance(avail)
+        else:
+            data = chunk[off : off + max_bytes]
+            self._advance(max_bytes)
+        return data
+
+    async def peek(self) -> memoryview:
+        """The next received bytes, left in the buffer until :meth:`consume`.
+
+        For a consumer that writes them straight to a socket: bytes the socket
+        cannot take yet stay here, counted against the session's receive budget,
+        instead of in a chunk the consumer holds. Empty at the peer's FIN; raises
+        as ``receive_some`` does. Use the view before the next ``consume``.
+        """
+        if not await self._wait_data():
+            return memoryview(b"")
+        return memoryview(self._chunks[0])[self._offset :]
+
+    def consume(self, n: int) -> None:
+        """Drop the first ``n`` bytes of what :meth:`peek` returned (0 after a reset)."""
+        if not self._chunks:  # reset or closed since the peek: nothing is buffered
+            return
+        if not 0 <= n <= len(self._chunks[0]) - self._offset:
+            raise ValueError("consume() beyond what peek() returned")
+        if n:
+            self._advance(n)
+
+    async def _wait_data(self) -> bool:
+        """Wait until bytes are buffered (True) or the peer's FIN is reached (False).
+
+        One checkpoint per call: parking counts as it, otherwise a shielded one.
+        """
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
@@ -210,15 +269,16 @@ class SpdyStream(trio.abc.HalfCloseableStream):
                 if self._closed or self._reset_locally:
                     raise trio.ClosedResourceError("stream was closed")
                 if self._chunks:
-                    data = self._take(max_bytes)
-                    if not parked:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                    return data
+                    if parked:
+                        return True
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    parked = True
+                    continue  # look again: the stream may have been reset meanwhile
                 if self._reset_by_peer is not None:
                     raise self._peer_reset_error()
                 if self._remote_fin:
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                    return b""
+                    return False
                 if self._session._lost:
                     raise SessionLost(self._session.close_reason)
                 await self._readable.park()
@@ -226,24 +286,24 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         finally:
             self._receiving = False
 
-    def _take(self, max_bytes: int | None) -> bytes:
-        chunk = self._chunks[0]
-        off = self._offset
-        avail = len(chunk) - off
-        if max_bytes is None or max_bytes >= avail:
-            n = avail
-            data = chunk if off == 0 else chunk[off:]
+    def _advance(self, n: int) -> None:
+        """``n`` bytes at the head of the buffer were handed out: account for them."""
+        off = self._offset + n
+        if off == len(self._chunks[0]):
             self._chunks.popleft()
-            self._offset = 0
-        else:
-            n = max_bytes
-            data = chunk[off : off + n]
-            self._offset = off + n
+            off = 0
+        self._offset = off
         before = self._buffered
         self._buffered = before - n
-        if before >= self._session._max_buffer > self._buffered:
-            self._drained.unpark_all()
-        return data
+        session = self._session
+        total = session._buffered
+        session._buffered = total - n
+        # wake a paused reader only when a limit it may be waiting on was just crossed
+        if session._paused and (
+            before >= session._max_buffer > before - n
+            or total >= session._receive_budget > total - n
+        ):
+            session._space.unpark_all()
 
     # ------------------------------------------------------------------ sending
 
@@ -356,14 +416,21 @@ class SpdySession:
         role: Role,
         *,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        receive_budget: int = DEFAULT_RECEIVE_BUDGET,
         read_size: int = DEFAULT_READ_SIZE,
         max_data_frame: int = DEFAULT_MAX_DATA_FRAME,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
+        if max_buffer < 1 or receive_budget < 1:
+            raise ValueError("max_buffer and receive_budget must be positive")
         self.role: Role = role
         self._transport = transport
         self._conn = SpdyConnection(role, max_data_frame=max_data_frame)
         self._max_buffer = max_buffer
+        self._receive_budget = receive_budget
+        self._buffered = 0  # bytes held by every stream, for the receive budget
+        self._paused = False  # the reader waits for consumers to drain
+        self._space = ParkingLot()
         self._read_size = read_size
         self._send_batch = max(max_data_frame, SEND_BATCH)
         self._close_timeout = close_timeout
@@ -374,10 +441,8 @@ class SpdySession:
         self._pings: dict[int, trio.Event] = {}
         self._flush_wanted = False
         self._flush_lot = ParkingLot()
-        self._full: set[SpdyStream] = set()
-        self._stalls = (
-            0  # times the reader stopped for a full buffer (keepalive must not blame the peer)
-        )
+        self._full: set[SpdyStream] = set()  # streams that reached max_buffer
+        self._stalls = 0  # times the reader stopped for space (keepalive must not blame the peer)
         self._refuse_status: int | None = None
         self._lost = False
         self._lost_event = trio.Event()
@@ -395,6 +460,11 @@ class SpdySession:
     @property
     def closed(self) -> bool:
         return self._lost
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Received bytes all streams hold for their consumers (bounded by ``receive_budget``)."""
+        return self._buffered
 
     async def wait_closed(self) -> None:
         """Return once the session has ended, whatever the reason."""
@@ -436,6 +506,7 @@ class SpdySession:
             self._check_alive()
             await self._acceptable.park()
         stream = self._accept_queue.popleft()
+        self._space_freed()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return stream
 
@@ -537,6 +608,7 @@ class SpdySession:
             stream._wake_all()
         self._streams.clear()
         self._full.clear()
+        self._space.unpark_all()
         for event in self._pings.values():
             event.set()
         self._acceptable.unpark_all()
@@ -573,7 +645,7 @@ class SpdySession:
             transport = self._transport
             read_size = self._read_size
             while not self._lost:
-                if self._full:
+                if self._out_of_space():
                     await self._wait_for_space()
                     continue
                 data = await transport.receive_some(read_size)
@@ -591,12 +663,33 @@ class SpdySession:
         except _TRANSPORT_ERRORS as exc:
             self._lose(_lost_reason(exc))
 
+    def _out_of_space(self) -> bool:
+        """Stop reading the socket: the budget is used up, a stream holds
+        ``max_buffer``, or too many opened streams wait to be accepted."""
+        if self._full:
+            limit = self._max_buffer
+            for stream in list(self._full):
+                if stream._buffered < limit or stream.done:
+                    self._full.discard(stream)
+        return (
+            bool(self._full)
+            or self._buffered >= self._receive_budget
+            or len(self._accept_queue) >= MAX_PENDING_ACCEPT
+        )
+
     async def _wait_for_space(self) -> None:
         self._stalls += 1
-        for stream in list(self._full):
-            while stream._buffered >= self._max_buffer and not stream.done and not self._lost:
-                await stream._drained.park()
-            self._full.discard(stream)
+        self._paused = True
+        try:
+            while self._out_of_space() and not self._lost:
+                await self._space.park()
+        finally:
+            self._paused = False
+
+    def _space_freed(self) -> None:
+        """A consumer took bytes or a stream ended: let a paused reader look again."""
+        if self._paused:
+            self._space.unpark_all()
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Apply one batch of input; no awaits, so a whole socket read costs one task switch."""
@@ -637,8 +730,8 @@ class SpdySession:
             self._kick()
 
     def _on_opened(self, event: StreamOpened) -> None:
-        if self._refuse_status is not None or len(self._accept_queue) >= MAX_PENDING_ACCEPT:
-            self._conn.reset(event.stream_id, self._refuse_status or RstStatus.REFUSED_STREAM)
+        if self._refuse_status is not None:
+            self._conn.reset(event.stream_id, self._refuse_status)
             return
         stream = SpdyStream(self, event.stream_id, event.headers, local=False)
         stream._sent_fin = event.unidirectional
@@ -664,7 +757,7 @@ class SpdySession:
         while True:
             await trio.sleep(interval)
             unanswered = pending is not None and self._pings.pop(pending, None) is not None
-            if unanswered and stalls == self._stalls and not self._full:
+            if unanswered and stalls == self._stalls and not self._paused:
                 missed += 1
                 if missed >= 2:
                     self._lose("ping timeout")
@@ -687,6 +780,7 @@ async def open_session(
     keepalive: float | None = None,
     initial_data: bytes = b"",
     max_buffer: int = DEFAULT_MAX_BUFFER,
+    receive_budget: int = DEFAULT_RECEIVE_BUDGET,
     read_size: int = DEFAULT_READ_SIZE,
     max_data_frame: int = DEFAULT_MAX_DATA_FRAME,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
@@ -695,7 +789,9 @@ async def open_session(
 
     ``initial_data``: bytes that arrived glued to the upgrade response.
     ``keepalive``: seconds between pings (``None``: no pings; client-go uses 5 s
-    on SPDY, 10 s in the WebSocket tunnel). Leaving the block closes gracefully.
+    on SPDY, 10 s in the WebSocket tunnel). ``max_buffer`` / ``receive_budget``:
+    received bytes one stream / all streams may hold before the reader stops
+    reading the socket. Leaving the block closes gracefully.
     """
     if keepalive is not None and not (keepalive > 0 and math.isfinite(keepalive)):
         raise ValueError("keepalive must be a positive number of seconds")
@@ -703,6 +799,7 @@ async def open_session(
         transport,
         role,
         max_buffer=max_buffer,
+        receive_budget=receive_budget,
         read_size=read_size,
         max_data_frame=max_data_frame,
         close_timeout=close_timeout,
