@@ -59,6 +59,7 @@ import trio
 from trio.lowlevel import ParkingLot
 
 from pfcompose.wire.errors import ProtocolError, SessionLost, StreamOpenTimeout, StreamReset
+from pfcompose.wire.gather import send_parts
 from pfcompose.wire.spdy import (
     DEFAULT_MAX_DATA_FRAME,
     DataReceived,
@@ -555,21 +556,21 @@ class SpdySession:
 
     async def _flush_locked(self, *, raise_lost: bool = True) -> None:
         """Write whatever the connection queued; the caller holds the send lock."""
-        # Large payloads go to the transport uncopied, as their own write: one
-        # more write per frame is cheaper than copying a frame behind its header.
-        # The write is shielded: a frame cut short by a cancelled sender would
-        # corrupt the framing of every stream. A stuck write ends when the
-        # session is aborted (the transport is closed under it).
+        # Large payloads go to the transport uncopied, gathered with their headers
+        # into one write (wire/gather.py). The write is shielded: a frame cut
+        # short by a cancelled sender would corrupt the framing of every stream.
+        # A stuck write ends when the session is aborted (the transport is closed
+        # under it).
         with trio.CancelScope(shield=True):
-            for data in self._conn.data_to_send_parts():
-                try:
-                    await self._transport.send_all(data)
-                except _TRANSPORT_ERRORS as exc:
-                    self._lose(_lost_reason(exc))
-                    if raise_lost:
-                        raise SessionLost(self.close_reason) from None
-                    return
-                self.bytes_out += len(data)
+            parts = self._conn.data_to_send_parts()
+            try:
+                await send_parts(self._transport, parts)
+            except _TRANSPORT_ERRORS as exc:
+                self._lose(_lost_reason(exc))
+                if raise_lost:
+                    raise SessionLost(self.close_reason) from None
+                return
+            self.bytes_out += sum(len(part) for part in parts)
 
     async def _flush(self) -> None:
         if not self._conn.has_data_to_send or self._lost:

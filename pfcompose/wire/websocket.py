@@ -30,7 +30,7 @@ import os
 import struct
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import trio
@@ -96,12 +96,19 @@ def _mask_small(buf: bytearray, start: int, end: int, key: bytes | bytearray) ->
     buf[start:end] = value.to_bytes(n, "little")
 
 
-def encode_binary_frame(payload: bytes | bytearray | memoryview, *, mask: bool) -> bytearray:
+def encode_binary_frame(
+    payload: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
+    *,
+    mask: bool,
+) -> bytearray:
     """One final binary frame (RFC 6455 §5.2) carrying ``payload``: a single copy.
 
-    Clients mask with a fresh random key per frame (§5.3), as wsproto does.
+    ``payload`` may be several buffers (a SPDY frame header and its data), framed as
+    one message with no extra copy. Clients mask with a fresh random key per frame
+    (§5.3), as wsproto does.
     """
-    n = len(payload)
+    parts = (payload,) if isinstance(payload, bytes | bytearray | memoryview) else payload
+    n = sum(len(part) for part in parts)
     bit = _MASK_BIT if mask else 0
     if n <= 125:
         buf = bytearray((_OP_BINARY_FIN, n | bit))
@@ -109,14 +116,13 @@ def encode_binary_frame(payload: bytes | bytearray | memoryview, *, mask: bool) 
         buf = bytearray(struct.pack("!BBH", _OP_BINARY_FIN, 126 | bit, n))
     else:
         buf = bytearray(struct.pack("!BBQ", _OP_BINARY_FIN, 127 | bit, n))
+    key = os.urandom(4) if mask else b""
+    buf += key
+    start = len(buf)
+    for part in parts:
+        buf += part
     if mask:
-        key = os.urandom(4)
-        buf += key
-        start = len(buf)
-        buf += payload
         mask_in_place(buf, start, key)
-    else:
-        buf += payload
     return buf
 
 
@@ -511,8 +517,11 @@ class WebSocketConnection:
         if self._ws.state is not ConnectionState.OPEN:
             raise WebSocketClosed("websocket closed by peer", self.close_code, self.close_reason)
 
-    async def send_message(self, data: bytes | bytearray | memoryview | str) -> None:
-        """Send one message: binary for bytes-like ``data``, text for ``str``."""
+    async def send_message(
+        self, data: bytes | bytearray | memoryview | str | Sequence[bytes | memoryview]
+    ) -> None:
+        """Send one message: binary for bytes-like ``data`` (or a sequence of buffers,
+        sent as one message), text for ``str``."""
         self._check_open_for_send()
         if not isinstance(data, str):
             # The state check above is all wsproto would do for a whole binary message
@@ -766,6 +775,32 @@ class WebSocketByteStream(trio.abc.Stream):
                 return
             for start in range(0, len(view), SEND_CHUNK):
                 await self.ws.send_message(view[start : start + SEND_CHUNK])
+        finally:
+            self._sending = False
+
+    async def send_parts(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Send ``parts`` in order, consecutive small ones together as one message: a
+        SPDY header and its payload become one WebSocket message, not two."""
+        group: list[bytes | memoryview] = []
+        size = 0
+        for part in parts:
+            if group and size + len(part) > SEND_CHUNK:
+                await self._send_group(group)
+                group, size = [], 0
+            group.append(part)
+            size += len(part)
+        if group:
+            await self._send_group(group)
+
+    async def _send_group(self, group: list[bytes | memoryview]) -> None:
+        if len(group) == 1:
+            await self.send_all(group[0])
+            return
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            await self.ws.send_message(group)
         finally:
             self._sending = False
 
