@@ -8,8 +8,9 @@ forwarding runtime never loads the kubernetes package.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pfcompose.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from pfcompose.kube.access import AccessMaterial, ClusterAccess, KubeConfigError, load_access
@@ -68,10 +69,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"pfcompose.kube.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE)
