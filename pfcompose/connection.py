@@ -229,6 +229,14 @@ async def forward_over_session(
         error_stream.reset()
         if data_stream is not None:
             data_stream.reset()
+    return await _finish(local, where, message, broken)
+
+
+async def _finish(
+    local: trio.SocketStream, where: str, message: str | None, broken: str | None
+) -> Outcome:
+    """Close ``local`` as the connection ended: text from the pod's error stream or a
+    break resets it (a truncated transfer must not look complete), else a clean close."""
     if message:
         await _close_local(local, reset=True)
         return Outcome(f"an error occurred forwarding {where}: {message}")
@@ -315,11 +323,7 @@ async def forward_over_channel(
     finally:
         traffic.active -= 1
     message = client.error(0)
-    if message:
-        await _close_local(local, reset=True)
-        return Outcome(f"an error occurred forwarding {where}: {message}")
-    await _close_local(local, reset=broken is not None)
-    return Outcome(broken)
+    return await _finish(local, where, message, broken)
 
 
 async def _copy_over_channel(

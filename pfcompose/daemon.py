@@ -23,14 +23,14 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from pfcompose import __version__
-from pfcompose.config.spec import ForwardSpec, Plan, plan_from_json, plan_to_json
+from pfcompose.config.spec import ForwardSpec, Plan
 from pfcompose.control import (
     ControlError,
     DaemonLock,
@@ -43,58 +43,18 @@ from pfcompose.control import (
 )
 from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
-from pfcompose.kube.access import Materials, materials_from_json, materials_to_json
-from pfcompose.kube.cache import AccessCache, Evaluator, ForwardAccess, evaluate_in_subprocess
-from pfcompose.launch import import_path, lean_argv
+from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
+from pfcompose.launch import Launch, import_path, lean_argv
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import raise_open_file_limit, release_free_memory
+from pfcompose.runtime import forward_access
 from pfcompose.status import status_record
 from pfcompose.supervisor import Supervisor
 
-__all__ = ["READY_TIMEOUT", "Daemon", "Launch", "daemon_main", "spawn"]
+__all__ = ["READY_TIMEOUT", "Daemon", "daemon_main", "spawn"]
 
 READY_TIMEOUT = 30.0
 """How long ``up -d`` waits for the daemon's ready line before giving up."""
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Everything the daemon needs, sent as one JSON line on its stdin.
-
-    The plan arrives validated (as ``pfcompose config`` shows it) and the kubeconfig
-    evaluated, so the daemon runs without pydantic, yaml or the kubernetes package.
-    """
-
-    plan: Plan
-    selected: tuple[str, ...] = ()  # ``up -d a b``: reconcile leaves other forwards alone
-    kubeconfig: str | None = None  # absolute
-    context: str | None = None
-    ports_env: str | None = None  # absolute path, or None
-    log_file: str | None = None  # absolute path; None = the project's default in the runtime dir
-    materials: Materials = field(default=(), repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "plan": plan_to_json(self.plan),
-            "selected": list(self.selected),
-            "kubeconfig": self.kubeconfig,
-            "context": self.context,
-            "ports_env": self.ports_env,
-            "log_file": self.log_file,
-            "materials": materials_to_json(self.materials),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Launch:
-        return cls(
-            plan=plan_from_json(data["plan"]),
-            selected=tuple(data.get("selected", ())),
-            kubeconfig=data.get("kubeconfig"),
-            context=data.get("context"),
-            ports_env=data.get("ports_env"),
-            log_file=data.get("log_file"),
-            materials=materials_from_json(data.get("materials", ())),
-        )
 
 
 class _Changes:
@@ -124,15 +84,14 @@ class Daemon:
         self.plan = plan
         self.paths = paths
         self.started = time.time()
-        self.log_path = Path(launch.log_file) if launch.log_file else paths.log
+        self.log_path = launch.log_file or paths.log
         self.events = EventLog(file=EventLogFile(self.log_path))
-        ports_env = Path(launch.ports_env) if launch.ports_env else plan.ports_env
+        ports_env = launch.ports_env or plan.ports_env
         self.ports_env = PortsEnvFile(ports_env, plan.name) if ports_env else None
         self.changes = _Changes()
         sinks: list[EventSink] = [self.events, self._to_ports_env, self.changes]
         self.order = list(plan.forwards)
-        self.access = ForwardAccess(launch.kubeconfig, launch.context, AccessCache(evaluate))
-        self._seed(launch)
+        self.access = forward_access(launch, evaluate)
         self.supervisor = Supervisor(
             plan.forwards.values(),
             self.access,
@@ -314,7 +273,7 @@ class Daemon:
         if launch.selected:  # compose: `up -d a` leaves b alone
             current = self._specs()
             specs = {name: spec for name, spec in current.items() if name not in specs} | specs
-        self._switch_ports_env(Path(launch.ports_env) if launch.ports_env else plan.ports_env)
+        self._switch_ports_env(launch.ports_env or plan.ports_env)
         result = await self.supervisor.reconcile(specs)
         self.plan = plan
         self.order = list(plan.forwards) + [n for n in self.order if n not in plan.forwards]

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,26 +30,29 @@ from typing import Any, NoReturn
 from pfcompose.config.spec import Plan, plan_from_json, plan_to_json
 from pfcompose.kube.access import Materials, materials_from_json, materials_to_json
 
-__all__ = ["UpLaunch", "exec_lean", "import_path", "lean_argv"]
+__all__ = ["Launch", "exec_lean", "import_path", "lean_argv"]
 
 
 @dataclass(frozen=True)
-class UpLaunch:
-    """Everything the foreground runtime needs; JSON-able (credentials included: it only
-    ever travels through a private file descriptor)."""
+class Launch:
+    """A validated plan handed from the command line to a runtime: the foreground one
+    (after ``execve``) or ``up -d``'s daemon (on its stdin). JSON-able, credentials
+    included: it only ever travels through a private file descriptor or pipe."""
 
     plan: Plan
+    selected: tuple[str, ...] = ()  # ``up -d a b``: reconcile leaves other forwards alone
     kubeconfig: str | None = None
     context: str | None = None
     as_json: bool = False
     quiet_connections: bool = False
-    ports_env: Path | None = None  # absolute; the flag's, else the file's ports_env
-    log_file: Path | None = None  # absolute
+    ports_env: Path | None = None  # absolute; the flag's (foreground: else the file's)
+    log_file: Path | None = None  # absolute; daemon: None = the project's default
     materials: Materials = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "plan": plan_to_json(self.plan),
+            "selected": list(self.selected),
             "kubeconfig": self.kubeconfig,
             "context": self.context,
             "as_json": self.as_json,
@@ -59,9 +63,10 @@ class UpLaunch:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UpLaunch:
+    def from_json(cls, data: Mapping[str, Any]) -> Launch:
         return cls(
             plan=plan_from_json(data["plan"]),
+            selected=tuple(data.get("selected", ())),
             kubeconfig=data.get("kubeconfig"),
             context=data.get("context"),
             as_json=bool(data.get("as_json")),
@@ -92,7 +97,7 @@ def import_path() -> list[str]:
     return [root, *(entry for entry in sys.path if entry != root)]
 
 
-def exec_lean(launch: UpLaunch) -> NoReturn:
+def exec_lean(launch: Launch) -> NoReturn:
     """Replace this process with the lean runtime running ``launch``."""
     data = launch.to_json()
     data["path"] = import_path()

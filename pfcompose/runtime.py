@@ -25,7 +25,7 @@ from pfcompose.kube.cache import (
     evaluate_in_subprocess,
     evaluate_in_thread,
 )
-from pfcompose.launch import UpLaunch
+from pfcompose.launch import Launch
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import raise_open_file_limit, release_free_memory
 from pfcompose.supervisor import Supervisor
@@ -85,7 +85,7 @@ Main = Callable[[EventSink, OutputClosed], Any]
 
 
 def run(
-    launch: UpLaunch,
+    launch: Launch,
     *,
     evaluate: Evaluator = evaluate_in_thread,
     main: Main | None = None,
@@ -142,7 +142,7 @@ def run(
 # -- the lean process ----------------------------------------------------------------------
 
 
-def forward_access(launch: UpLaunch, evaluate: Evaluator) -> ForwardAccess:
+def forward_access(launch: Launch, evaluate: Evaluator) -> ForwardAccess:
     """The forwards' access loader, seeded with what the command line evaluated."""
     cache = AccessCache(evaluate)
     cache.seed(launch.materials)
@@ -151,7 +151,7 @@ def forward_access(launch: UpLaunch, evaluate: Evaluator) -> ForwardAccess:
 
 def main(data: dict[str, Any]) -> int:
     """Entry of the lean process (see :data:`pfcompose.launch._BOOT`)."""
-    launch = UpLaunch.from_json(data)
+    launch = Launch.from_json(data)
     del data
     release_free_memory()
     return run(launch, evaluate=evaluate_in_subprocess)

@@ -492,7 +492,8 @@ def up_detached(
     """Start the project's daemon, or reconcile the running one; print the table."""
     from pfcompose.commands.common import evaluate_access
     from pfcompose.control import ControlError, NotRunning, connect, project_paths
-    from pfcompose.daemon import Launch, spawn
+    from pfcompose.daemon import spawn
+    from pfcompose.launch import Launch
     from pfcompose.status import render
 
     kubeconfig = str(Path(kubeconfig).resolve()) if kubeconfig else None
@@ -502,8 +503,8 @@ def up_detached(
         selected=tuple(names),
         kubeconfig=kubeconfig,
         context=context,
-        ports_env=str(ports_env.resolve()) if ports_env else None,
-        log_file=str(log_file.resolve()) if log_file else None,
+        ports_env=ports_env.resolve() if ports_env else None,
+        log_file=log_file.resolve() if log_file else None,
         materials=evaluate_access(plan, kubeconfig, context),
     )
 

@@ -28,7 +28,7 @@ from pfcompose.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from pfcompose.config.spec import ForwardSpec
-    from pfcompose.launch import UpLaunch
+    from pfcompose.launch import Launch
     from pfcompose.runtime import Main
 
 __all__ = ["LEAN_VARIABLE", "up"]
@@ -66,7 +66,7 @@ def up(
     Exit status: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when no forward could run,
     2 for configuration errors.
     """
-    from pfcompose.launch import UpLaunch, exec_lean
+    from pfcompose.launch import Launch, exec_lean
 
     lifecycle = LifecycleOptions.pop(plan_kwargs)
     plan = plan_from_options(selected=names, **plan_kwargs)
@@ -78,7 +78,7 @@ def up(
         run_detached(plan, lifecycle, names=names, plan_kwargs=plan_kwargs, kubeconfig=kubeconfig,
                      context=context, sandbox=sandbox, as_json=as_json)  # fmt: skip
     ports_env = lifecycle.ports_env or plan.ports_env
-    launch = UpLaunch(
+    launch = Launch(
         plan,
         kubeconfig=kubeconfig,
         context=context,
@@ -100,7 +100,7 @@ def up(
     raise click.exceptions.Exit(run(launch))
 
 
-def _sandboxed(launch: UpLaunch) -> Main:
+def _sandboxed(launch: Launch) -> Main:
     """``--sandbox``: serve the file's targets from an in-process sandbox, forward through it."""
     from pfcompose.events import Event, EventSink, Kind
     from pfcompose.kube import ClusterAccess, load_access
