@@ -51,13 +51,7 @@ from pfcompose.wire.upgrade import (
     accept_spdy_over_websocket,
     classify_upgrade,
 )
-from pfcompose.wire.websocket import (
-    Unmasker,
-    WebSocketByteStream,
-    WebSocketConnection,
-    numpy_unmasker,
-    unmask_regions,
-)
+from pfcompose.wire.websocket import WebSocketByteStream, WebSocketConnection
 
 __all__ = ["PAIR_TIMEOUT", "Kubelet", "dial_error_text", "validate_stream_headers"]
 
@@ -177,9 +171,6 @@ class Kubelet:
         self.faults = faults
         self._conns: set[_Upgraded] = set()
         self._pod_conns: set[_PodConn] = set()
-        self._unmask: Unmasker = numpy_unmasker() or unmask_regions
-        """Every byte a WebSocket client sends arrives masked: unmasking is the server's
-        largest per-byte cost, so the sandbox uses numpy for it when it can."""
 
     # -- entry point ------------------------------------------------------------------
     async def serve(self, request: Request, transport: trio.abc.Stream, trailing: bytes,
@@ -196,7 +187,6 @@ class Kubelet:
                     if kind == "websocket":
                         ws, _, ports = await accept_channel_websocket(h11_request, transport,
                                                                       trailing)
-                        ws.unmasker = self._unmask
                         ws.receive_size = BUFSIZE
                         await self._serve_channel(ws, pod, ports, up)
                         return
@@ -204,7 +194,6 @@ class Kubelet:
                         stream, _ = await accept_spdy_over_websocket(h11_request, transport,
                                                                      trailing)
                         assert isinstance(stream, WebSocketByteStream)
-                        stream.ws.unmasker = self._unmask
                         stream.ws.receive_size = BUFSIZE
                     else:
                         stream, _ = await accept_spdy(h11_request, transport, trailing)

@@ -8,15 +8,14 @@ buffered write. :func:`send_parts` does what fits the transport:
 
 * plain TCP (also behind a :class:`~pfcompose.wire.prefixed.PrefixedStream`):
   ``sendmsg`` with every part as its own iovec — one system call, no copy;
-* a WebSocket byte stream (the tunnel): its own ``send_parts``, one message per
-  header and payload;
+* a WebSocket byte stream (the tunnel): its own ``send_parts``, messages that
+  carry a header with the start of its payload, all in one gathered write;
 * anything else (TLS): the parts joined, so each frame is one TLS record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -28,11 +27,6 @@ MAX_IOV = 512
 """Buffers per ``sendmsg`` (Linux allows 1024)."""
 
 Buffer = bytes | bytearray | memoryview
-
-
-@runtime_checkable
-class _SendsParts(Protocol):
-    async def send_parts(self, parts: Sequence[Buffer]) -> None: ...
 
 
 async def send_parts(stream: trio.abc.SendStream, parts: Sequence[Buffer]) -> None:
@@ -50,8 +44,11 @@ async def send_parts(stream: trio.abc.SendStream, parts: Sequence[Buffer]) -> No
         inner = inner.transport
     if isinstance(inner, trio.SocketStream):
         await _sendmsg_all(inner, parts)
-    elif isinstance(inner, _SendsParts):
-        await inner.send_parts(parts)
+        return
+    # (getattr, not a runtime-checkable Protocol: isinstance on one costs ~10 µs a call)
+    sends_parts = getattr(inner, "send_parts", None)
+    if sends_parts is not None:
+        await sends_parts(parts)
     else:
         await stream.send_all(b"".join(parts))
 

@@ -13,9 +13,9 @@ read has been consumed, so a reader that stalls stops the socket (TCP
 back-pressure) instead of growing memory.
 
 Data path (docs/performance.md): whole binary messages are framed here, not by
-wsproto, into one buffer masked in place (:func:`encode_binary_frame`) — wsproto's
-client framing copied the payload five times and capped tunnel uploads near
-220 MB/s. Received binary frames are parsed and unmasked here too
+wsproto, into one buffer (:func:`encode_binary_frame`), masked in C
+(:mod:`.masking`) — wsproto's client framing copied the payload five times and
+capped tunnel uploads near 220 MB/s. Received binary frames are parsed and unmasked here too
 (:class:`FrameSplitter`: one copy per frame piece, a few µs per frame, where
 wsproto cost tens of µs and three copies per message — kubectl sends a message
 per SPDY frame header and per 32 KiB); every other frame (text, control, close,
@@ -28,9 +28,8 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import trio
@@ -45,6 +44,8 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError
 
 from .errors import ProtocolError, WireError
+from .gather import send_parts
+from .masking import mask_in_place, masked
 
 RECEIVE_SIZE = 256 * 1024
 """Bytes asked of the transport per read: large reads keep per-byte overhead low."""
@@ -63,67 +64,45 @@ ABNORMAL_CLOSURE = 1006
 
 Role = Literal["client", "server"]
 
-_XOR_TABLES = tuple(bytes(b ^ k for b in range(256)) for k in range(256))
 _OP_BINARY_FIN = 0x82
 _MASK_BIT = 0x80
 
+Buffer = bytes | bytearray | memoryview
 
-def mask_in_place(buf: bytearray, start: int, key: bytes | bytearray,
-                  end: int | None = None) -> None:
-    """XOR ``buf[start:end]`` with the repeating 4-byte ``key``.
 
-    Four strided ``translate`` passes (one per key byte) run in C; measured at
-    ~640 MB/s for 256 KiB against ~450 MB/s for wsproto's masker, which copies
-    twice more. Masking is an involution: the same call unmasks. Short payloads
-    (SPDY frame headers, pings) take one big-int XOR instead: ~0.5 µs, not 3.
+def binary_frame_parts(payload: Sequence[Buffer], *, mask: bool) -> list[Buffer]:
+    """One final binary frame (RFC 6455 §5.2) carrying ``payload``, as buffers to write.
+
+    The header (with the masking key) is the first buffer; the payload follows
+    uncopied, or masked in C when ``mask`` (clients mask with a fresh random key
+    per frame, §5.3, as wsproto does). Written with one gathered write
+    (:func:`~.gather.send_parts`): joining the buffers would copy every payload
+    byte once more, into a fresh allocation.
     """
-    stop = len(buf) if end is None else end
-    if stop - start <= _SMALL:
-        _mask_small(buf, start, stop, key)
-        return
-    for lane in range(4):
-        part = slice(start + lane, stop, 4)
-        buf[part] = buf[part].translate(_XOR_TABLES[key[lane]])
-
-
-_SMALL = 64
-
-
-def _mask_small(buf: bytearray, start: int, end: int, key: bytes | bytearray) -> None:
-    n = end - start
-    stream = (bytes(key) * (n // 4 + 1))[:n]
-    value = int.from_bytes(buf[start:end], "little") ^ int.from_bytes(stream, "little")
-    buf[start:end] = value.to_bytes(n, "little")
-
-
-def encode_binary_frame(
-    payload: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
-    *,
-    mask: bool,
-) -> bytearray:
-    """One final binary frame (RFC 6455 §5.2) carrying ``payload``: a single copy.
-
-    ``payload`` may be several buffers (a SPDY frame header and its data), framed as
-    one message with no extra copy. Clients mask with a fresh random key per frame
-    (§5.3), as wsproto does.
-    """
-    parts = (payload,) if isinstance(payload, bytes | bytearray | memoryview) else payload
-    n = sum(len(part) for part in parts)
+    n = sum(len(part) for part in payload)
     bit = _MASK_BIT if mask else 0
     if n <= 125:
-        buf = bytearray((_OP_BINARY_FIN, n | bit))
+        header = bytes((_OP_BINARY_FIN, n | bit))
     elif n <= 0xFFFF:
-        buf = bytearray(struct.pack("!BBH", _OP_BINARY_FIN, 126 | bit, n))
+        header = struct.pack("!BBH", _OP_BINARY_FIN, 126 | bit, n)
     else:
-        buf = bytearray(struct.pack("!BBQ", _OP_BINARY_FIN, 127 | bit, n))
-    key = os.urandom(4) if mask else b""
-    buf += key
-    start = len(buf)
-    for part in parts:
-        buf += part
-    if mask:
-        mask_in_place(buf, start, key)
-    return buf
+        header = struct.pack("!BBQ", _OP_BINARY_FIN, 127 | bit, n)
+    if not mask:
+        return [header, *payload]
+    key = os.urandom(4)
+    out: list[Buffer] = [header + key]
+    offset = 0
+    for part in payload:  # the key continues from part to part
+        turn = offset % 4
+        out.append(masked(part, key[turn:] + key[:turn] if turn else key))
+        offset += len(part)
+    return out
+
+
+def encode_binary_frame(payload: Buffer | Sequence[Buffer], *, mask: bool) -> bytearray:
+    """:func:`binary_frame_parts` joined into one buffer (tests, and single writes)."""
+    parts = [payload] if isinstance(payload, bytes | bytearray | memoryview) else payload
+    return bytearray(b"".join(binary_frame_parts(parts, mask=mask)))
 
 
 class LaneMasker(wsproto.frame_protocol.XorMaskerSimple):
@@ -145,89 +124,17 @@ class LaneMasker(wsproto.frame_protocol.XorMaskerSimple):
 
 Regions = list[tuple[int, int, bytes]]
 """(start, end, key): ``buf[start:end]`` is XORed with the repeating 4-byte ``key``."""
-Unmasker = Callable[[bytearray, Regions], None]
-"""Unmasks every region of one read, in place; bytes between regions may change too
-(they are :class:`FrameSplitter`'s copy of frame headers, never handed out)."""
 
 
 def unmask_regions(buf: bytearray, regions: Regions) -> None:
-    """The default :data:`Unmasker`: :func:`mask_in_place`, region by region."""
+    """Unmask every region of one read in place (:func:`~.masking.mask_in_place`)."""
     for start, end, key in regions:
         mask_in_place(buf, start, key, end)
-
-
-def numpy_unmasker() -> Unmasker | None:
-    """An :data:`Unmasker` with numpy — one XOR per read, ~5 GB/s — or None without numpy.
-
-    For a process that unmasks every byte it serves (the sandbox: WebSocket
-    clients must mask). kubectl's tunnel sends a masked frame per 32 KiB and per
-    SPDY frame header, so per-frame calls (~3 µs each in numpy, more in
-    ``translate``) would dominate: instead one uint32 keystream covers the read,
-    each region's key on the words it touches (a masked frame's header is ≥ 6
-    bytes, so no word holds two payloads), and the words are XORed at once.
-    numpy costs ~13 MiB RSS and 0.3 s of import: forwarders keep the default.
-    """
-    try:
-        import numpy as np
-    except ImportError:
-        return None
-
-    def mask(buf: bytearray, start: int, end: int, key: bytes) -> None:
-        """One region: XOR its aligned words with the key as a scalar."""
-        if end - start <= _SMALL:
-            _mask_small(buf, start, end, key)
-            return
-        lead = -start % 4  # unaligned uint32 access is ~2x slower in numpy
-        if lead:
-            _mask_small(buf, start, start + lead, key)
-            key = key[lead:] + key[:lead]
-        words = (end - start - lead) // 4
-        lanes = np.frombuffer(buf, dtype=np.uint32, count=words, offset=start + lead)
-        lanes ^= int.from_bytes(key, sys.byteorder)  # the key's bytes, as memory holds them
-        tail = start + lead + 4 * words
-        if tail < end:
-            _mask_small(buf, tail, end, key)
-
-    def unmask(buf: bytearray, regions: Regions) -> None:
-        if len(regions) <= 2:  # large frames (browsers, pfcompose): a call per region
-            for start, end, key in regions:
-                mask(buf, start, end, key)
-            return
-        nwords = len(buf) // 4
-        values: list[int] = []
-        counts: list[int] = []
-        covered = 0  # words up to here have a value
-        for start, end, key in regions:
-            first, stop = start >> 2, min((end + 3) >> 2, nwords)
-            if first < covered:  # two regions in one word: not from a masked frame stream
-                unmask_regions(buf, regions)
-                return
-            turn = -start % 4  # word ``first`` begins ``start % 4`` bytes before the region
-            word_key = key[turn:] + key[:turn] if turn else key
-            if stop > first:
-                if first > covered:
-                    values.append(0)
-                    counts.append(first - covered)
-                values.append(int.from_bytes(word_key, sys.byteorder))
-                counts.append(stop - first)
-                covered = stop
-            tail = max(start, 4 * nwords)  # bytes past the last whole word
-            if tail < end:
-                turn = (tail - start) % 4
-                _mask_small(buf, tail, end, key[turn:] + key[:turn] if turn else key)
-        if not values:
-            return
-        stream = np.array(values, dtype=np.uint32).repeat(counts)
-        words = np.frombuffer(buf, dtype=np.uint32, count=covered)
-        words ^= stream
-
-    return unmask
 
 
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE = 0x0, 0x1, 0x2, 0x8
 _RSV_BITS = 0x70
 
-Buffer = bytes | bytearray | memoryview
 Piece = tuple[memoryview, bool, bool]
 """Binary payload decoded by :class:`FrameSplitter`: (data, frame_finished, message_finished)."""
 
@@ -243,13 +150,11 @@ class FrameSplitter:
     message it is assembling (wsproto's "expected CONTINUATION"), returned as a
     :class:`CloseConnection` with 1002, as wsproto does for its parse errors.
 
-    Each read is copied once into a buffer where payloads are unmasked in place
-    (all regions of the read in one :data:`Unmasker` call); pieces are views of it.
+    Each read is copied once into a buffer where payloads are unmasked in place;
+    pieces are views of it.
     """
 
-    def __init__(self, role: Role, unmask: Unmasker = unmask_regions) -> None:
-        self.unmask = unmask
-        """How payloads are unmasked (see :func:`numpy_unmasker`)."""
+    def __init__(self, role: Role) -> None:
         self._masked = role == "server"  # RFC 6455 §5.1: clients mask, servers do not
         self._head = b""  # a frame header split across reads
         self._left = 0  # payload bytes of the current frame still to come
@@ -272,7 +177,7 @@ class FrameSplitter:
         regions: Regions = []
         buf = self._split(data, out, regions)
         if regions and buf is not None:
-            self.unmask(buf, regions)  # before anyone reads the views
+            unmask_regions(buf, regions)  # before anyone reads the views
         return out
 
     def _split(self, data: bytes, out: list[Piece | bytes | CloseConnection],
@@ -488,20 +393,12 @@ class WebSocketConnection:
         self._control: deque[bytes] = deque()
         self._receiving = False
 
-    @property
-    def unmasker(self) -> Unmasker:
-        """How received frames are unmasked (server role); see :func:`numpy_unmasker`."""
-        return self._splitter.unmask
-
-    @unmasker.setter
-    def unmasker(self, unmask: Unmasker) -> None:
-        self._splitter.unmask = unmask
-
     # ---- sending -------------------------------------------------------------
 
-    async def _send_frames(self, data: bytes | bytearray) -> None:
+    async def _send_frames(self, parts: Sequence[Buffer]) -> None:
+        """Write frames (as buffers) with one gathered write, then any queued pongs."""
         async with self._send_lock:
-            await self.transport.send_all(data)
+            await send_parts(self.transport, parts)
             while self._control:  # pongs queued by the receiver while we were sending
                 await self.transport.send_all(self._control.popleft())
 
@@ -509,7 +406,7 @@ class WebSocketConnection:
         if self._send_lock.locked():
             self._control.append(bytes(data))  # the holder flushes it before releasing
         else:
-            await self._send_frames(data)
+            await self._send_frames([data])
 
     def _check_open_for_send(self) -> None:
         if self._closed_local:
@@ -517,27 +414,38 @@ class WebSocketConnection:
         if self._ws.state is not ConnectionState.OPEN:
             raise WebSocketClosed("websocket closed by peer", self.close_code, self.close_reason)
 
-    async def send_message(
-        self, data: bytes | bytearray | memoryview | str | Sequence[bytes | memoryview]
-    ) -> None:
+    async def send_message(self, data: Buffer | str | Sequence[Buffer]) -> None:
         """Send one message: binary for bytes-like ``data`` (or a sequence of buffers,
         sent as one message), text for ``str``."""
-        self._check_open_for_send()
-        if not isinstance(data, str):
-            # The state check above is all wsproto would do for a whole binary message
-            # (no extensions are ever negotiated), so frame it here without copies.
-            await self._send_frames(encode_binary_frame(data, mask=self.role == "client"))
+        if isinstance(data, str):
+            self._check_open_for_send()
+            try:
+                frame = self._ws.send(TextMessage(data=data))
+            except LocalProtocolError:  # pragma: no cover - state checked above
+                raise WebSocketClosed(
+                    "websocket closed", self.close_code, self.close_reason
+                ) from None
+            await self._send_frames([frame])
             return
-        try:
-            frame = self._ws.send(TextMessage(data=data))
-        except LocalProtocolError:  # pragma: no cover - state checked above
-            raise WebSocketClosed("websocket closed", self.close_code, self.close_reason) from None
-        await self._send_frames(frame)
+        await self.send_binary_messages(
+            [[data] if isinstance(data, bytes | bytearray | memoryview) else data]
+        )
+
+    async def send_binary_messages(self, messages: Sequence[Sequence[Buffer]]) -> None:
+        """Send binary messages, each given as its buffers, with one gathered write."""
+        self._check_open_for_send()
+        # The state check above is all wsproto would do for a whole binary message
+        # (no extensions are ever negotiated), so frame them here without copies.
+        mask = self.role == "client"
+        parts: list[Buffer] = []
+        for message in messages:
+            parts += binary_frame_parts(message, mask=mask)
+        await self._send_frames(parts)
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (tests and keepalive; neither Go side pings on its own, §4.3)."""
         self._check_open_for_send()
-        await self._send_frames(self._ws.send(Ping(payload=payload)))
+        await self._send_frames([self._ws.send(Ping(payload=payload))])
 
     # ---- receiving -----------------------------------------------------------
 
@@ -691,7 +599,7 @@ class WebSocketConnection:
         """
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             await self._send_frames(
-                self._ws.send(CloseConnection(code=code, reason=reason or None))
+                [self._ws.send(CloseConnection(code=code, reason=reason or None))]
             )
         else:
             await trio.lowlevel.checkpoint()
@@ -705,7 +613,7 @@ class WebSocketConnection:
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             frame = self._ws.send(CloseConnection(code=code, reason=reason or None))
             with trio.move_on_after(self._close_timeout):
-                await self._send_frames(frame)
+                await self._send_frames([frame])
 
     async def abort(self, code: int, reason: str = "") -> None:
         """Close after a protocol error: send the close frame if we can, don't wait."""
@@ -764,43 +672,35 @@ class WebSocketByteStream(trio.abc.Stream):
         return self.ws.subprotocol
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        # one sender at a time: a split send_all must not interleave with another
+        await self.send_parts([data])
+
+    async def send_parts(self, parts: Sequence[Buffer]) -> None:
+        """Send ``parts`` in order as messages of up to :data:`SEND_CHUNK` bytes, all
+        in one gathered write: a SPDY header travels with the start of its payload."""
+        # one sender at a time: a split send must not interleave with another
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this stream")
         self._sending = True
         try:
-            view = memoryview(data)
-            if len(view) <= SEND_CHUNK:
-                await self.ws.send_message(view)
-                return
-            for start in range(0, len(view), SEND_CHUNK):
-                await self.ws.send_message(view[start : start + SEND_CHUNK])
-        finally:
-            self._sending = False
-
-    async def send_parts(self, parts: Sequence[bytes | memoryview]) -> None:
-        """Send ``parts`` in order, consecutive small ones together as one message: a
-        SPDY header and its payload become one WebSocket message, not two."""
-        group: list[bytes | memoryview] = []
-        size = 0
-        for part in parts:
-            if group and size + len(part) > SEND_CHUNK:
-                await self._send_group(group)
-                group, size = [], 0
-            group.append(part)
-            size += len(part)
-        if group:
-            await self._send_group(group)
-
-    async def _send_group(self, group: list[bytes | memoryview]) -> None:
-        if len(group) == 1:
-            await self.send_all(group[0])
-            return
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
-        try:
-            await self.ws.send_message(group)
+            messages: list[list[Buffer]] = []
+            message: list[Buffer] = []
+            room = SEND_CHUNK
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while len(view) > room:
+                    message.append(view[:room])
+                    messages.append(message)
+                    view = view[room:]
+                    message, room = [], SEND_CHUNK
+                if view:
+                    message.append(view)
+                    room -= len(view)
+            if message:
+                messages.append(message)
+            if messages:
+                await self.ws.send_binary_messages(messages)
+            else:
+                await trio.lowlevel.checkpoint()
         finally:
             self._sending = False
 

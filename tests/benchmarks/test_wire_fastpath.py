@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
+
 import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage
 
-from pfcompose.wire.websocket import LaneMasker, encode_binary_frame, mask_in_place
+from pfcompose.wire import masking
+from pfcompose.wire.masking import mask_in_place
+from pfcompose.wire.websocket import LaneMasker, encode_binary_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 262147])
@@ -23,6 +30,38 @@ def test_encoded_frame_decodes_in_wsproto(size: int, mask: bool) -> None:
     header = 2 + (2 if 126 <= size <= 65535 else 8 if size > 65535 else 0) + (4 if mask else 0)
     assert len(frame) == header + size
     assert frame[0] == 0x82 and bool(frame[1] & 0x80) is mask
+
+
+@pytest.mark.parametrize("size", [1, 4, 1000, 65536])
+def test_multi_part_frames_continue_the_key_across_parts(size: int) -> None:
+    rng = random.Random(size)
+    parts = [rng.randbytes(8), rng.randbytes(size), rng.randbytes(3), rng.randbytes(size + 1)]
+    frame = encode_binary_frame(parts, mask=True)
+    peer = Connection(ConnectionType.SERVER)
+    peer.receive_data(bytes(frame))
+    data = b"".join(bytes(e.data) for e in peer.events() if isinstance(e, BytesMessage))
+    assert data == b"".join(parts)
+
+
+def test_the_c_masker_is_used_and_agrees_with_the_python_one() -> None:
+    # websockets is a dependency: its compiled apply_mask must be what runs
+    assert masking.C_MASK
+    rng = random.Random(3)
+    for size in (0, 1, 3, 4, 5, 63, 64, 65, 1000, 1 << 16, (1 << 20) + 3):
+        data, key = rng.randbytes(size), rng.randbytes(4)
+        want = bytes(b ^ key[i % 4] for i, b in enumerate(data)) if size < 5000 else None
+        got = masking.masked(memoryview(data), key)
+        assert got == masking.python_masked(data, key)
+        assert want is None or got == want
+
+
+def test_the_c_masker_loads_without_the_websockets_package() -> None:
+    # websockets/__init__ imports importlib.metadata (+1.6 MiB): the lean runtime must not
+    code = ("import sys; from pfcompose.wire import masking; print(masking.C_MASK, "
+            "'websockets' in sys.modules, 'importlib.metadata' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60, env={**os.environ, "PFCOMPOSE_PURE_MASK": ""})
+    assert out.stdout.split() == ["True", "False", "False"]
 
 
 def test_mask_matches_rfc_example_and_is_an_involution() -> None:

@@ -1,4 +1,4 @@
-"""FrameSplitter and the unmaskers: the receive fast path reads exactly what wsproto reads.
+"""FrameSplitter and masking: the receive fast path reads exactly what wsproto reads.
 
 Every test compares against wsproto parsing the same bytes on its own: the same
 messages (binary and text, fragmented or not, with control frames between), and
@@ -7,9 +7,10 @@ for malformed input the same close code and reason.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import os
 import random
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -25,20 +26,31 @@ from wsproto.events import (
     TextMessage,
 )
 
+from pfcompose.wire import masking, websocket
+from pfcompose.wire.masking import mask_in_place
 from pfcompose.wire.websocket import (
     FrameSplitter,
     Regions,
     Role,
-    Unmasker,
     WebSocketByteStream,
     WebSocketConnection,
-    mask_in_place,
-    numpy_unmasker,
     unmask_regions,
 )
 
-NUMPY = numpy_unmasker()
-UNMASKERS: list[Unmasker] = [unmask_regions] + ([NUMPY] if NUMPY is not None else [])
+MASKERS = ["c", "python"] if masking.C_MASK else ["python"]
+C_MASKED = masking.masked
+
+
+@contextlib.contextmanager
+def using(masker: str) -> Iterator[None]:
+    """Mask and unmask with websockets' C routine or the pure-Python fallback."""
+    chosen = C_MASKED if masker == "c" else masking.python_masked
+    saved = masking.masked, websocket.masked
+    masking.masked = websocket.masked = chosen
+    try:
+        yield
+    finally:
+        masking.masked, websocket.masked = saved
 Summary = list[tuple[str, object]]
 
 
@@ -79,10 +91,9 @@ def reference(stream: bytes, role: Role, cuts: list[int]) -> Summary:
     return summarise(events)
 
 
-def split(stream: bytes, role: Role, cuts: list[int], unmask: Unmasker = unmask_regions
-          ) -> Summary:
+def split(stream: bytes, role: Role, cuts: list[int]) -> Summary:
     """What WebSocketConnection does with the splitter's output, sans-IO."""
-    splitter = FrameSplitter(role, unmask)
+    splitter = FrameSplitter(role)
     ws = Connection(ConnectionType.SERVER if role == "server" else ConnectionType.CLIENT)
     events: list[object] = []
     for piece in pieces_of(stream, cuts):
@@ -152,8 +163,9 @@ def test_splitter_reads_what_wsproto_reads(messages: list[tuple[str, object, boo
                                           cuts: list[int], role: Role) -> None:
     stream = encode("client" if role == "server" else "server", well_formed(messages))
     want = reference(stream, role, cuts)
-    for unmask in UNMASKERS:
-        assert split(stream, role, cuts, unmask) == want
+    for masker in MASKERS:
+        with using(masker):
+            assert split(stream, role, cuts) == want
 
 
 def test_kubectl_like_stream_in_odd_reads() -> None:
@@ -167,9 +179,10 @@ def test_kubectl_like_stream_in_odd_reads() -> None:
     cuts = [*range(0, len(stream), 262144), 1, 7, 9, 13, 32777, 32783, 65550]
     want = reference(stream, "server", cuts)
     assert [kind for kind, _ in want] == ["binary"] * 80
-    for unmask in UNMASKERS:
-        assert split(stream, "server", cuts, unmask) == want
-        assert split(stream, "server", list(range(0, len(stream), 3)), unmask) == want
+    for masker in MASKERS:
+        with using(masker):
+            assert split(stream, "server", cuts) == want
+            assert split(stream, "server", list(range(0, len(stream), 3))) == want
 
 
 def frame(first: int, payload: bytes, *, masked: bool, length_bytes: int = 0) -> bytes:
@@ -213,8 +226,9 @@ def test_malformed_input_closes_as_wsproto_does(name: str) -> None:
     assert want[0] == ("binary", b"fine")
     assert want[-1][0] == "close" and want[-1][1][0] in (1002, 1007)  # type: ignore[index]
     for cuts in ([], list(range(len(stream)))):
-        for unmask in UNMASKERS:
-            assert split(stream, "server", cuts, unmask) == want
+        for masker in MASKERS:
+            with using(masker):
+                assert split(stream, "server", cuts) == want
 
 
 def test_close_frame_ends_what_is_read() -> None:
@@ -237,32 +251,21 @@ def random_regions(rng: random.Random, size: int) -> Regions:
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_unmaskers_agree_with_mask_in_place(seed: int) -> None:
+def test_unmasking_matches_the_definition(seed: int) -> None:
     rng = random.Random(seed)
     data = rng.randbytes(rng.randrange(1, 20_000))
     every = random_regions(rng, len(data))
-    for regions in (every[:1], every[:2], every):  # numpy: per region up to two, then at once
+    for regions in (every[:1], every[:2], every):
         want = bytearray(data)
         for start, end, key in regions:
             for i in range(start, end):  # the definition, byte by byte
                 want[i] ^= key[(i - start) % 4]
-        for unmask in UNMASKERS:
+        for masker in MASKERS:
             got = bytearray(data)
-            unmask(got, regions)
+            with using(masker):
+                unmask_regions(got, regions)
             for start, end, _ in regions:
                 assert got[start:end] == want[start:end]
-
-
-def test_numpy_unmasker_falls_back_when_regions_share_a_word() -> None:
-    if NUMPY is None:
-        pytest.skip("numpy is not installed")
-    data = os.urandom(64)
-    regions: Regions = [(1, 3, b"abcd"), (5, 9, b"efgh"), (10, 64, b"ijkl")]  # 3 and 5: word 1
-    want = bytearray(data)
-    unmask_regions(want, regions)
-    got = bytearray(data)
-    NUMPY(got, regions)
-    assert got == want
 
 
 async def test_byte_stream_joins_the_messages_one_read_brought() -> None:
