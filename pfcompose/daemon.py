@@ -46,7 +46,7 @@ from pfcompose.events import Event, EventSink, fan_out
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.launch import Launch, import_path, lean_argv
 from pfcompose.portsenv import PortsEnvFile
-from pfcompose.resources import raise_open_file_limit, release_free_memory
+from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
 from pfcompose.runtime import forward_access
 from pfcompose.status import status_record
 from pfcompose.supervisor import Supervisor
@@ -313,6 +313,7 @@ def daemon_main(launch_json: Mapping[str, Any]) -> int:
     try:
         launch = Launch.from_json(launch_json)
         raise_open_file_limit()
+        keep_freed_buffers()
         release_free_memory()
         return trio.run(_daemon, launch, report)
     except BaseException as exc:

@@ -27,7 +27,7 @@ from pfcompose.kube.cache import (
 )
 from pfcompose.launch import Launch
 from pfcompose.portsenv import PortsEnvFile
-from pfcompose.resources import raise_open_file_limit, release_free_memory
+from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
 from pfcompose.supervisor import Supervisor
 from pfcompose.ui import JsonSink, TerminalSink
 
@@ -125,6 +125,7 @@ def run(
 
         main = default_main
     raise_open_file_limit()
+    keep_freed_buffers()
     try:
         code = int(trio.run(main, emit, output_closed))
     except BaseException as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -21,13 +21,41 @@ from pfcompose.config import ForwardSpec
 from pfcompose.events import Event, EventSink, Kind
 from pfcompose.exitcodes import ExitCode
 from pfcompose.forward import AccessLoader, Forward, ForwardStatus, State
+from pfcompose.resources import release_free_memory
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0
 """Seconds open connections get to finish after a stop request."""
 
+IDLE_TRIM_INTERVAL = 30.0
+"""Seconds between looks at whether the forwarder went idle (see ``release_memory_when_idle``)."""
+
 _FOREGROUND_STOPPING = "Gracefully stopping... (press Ctrl+C again to force)"
+
+
+async def release_memory_when_idle(
+    statuses: Callable[[], Iterable[ForwardStatus]],
+    *,
+    interval: float = IDLE_TRIM_INTERVAL,
+    release: Callable[[], object] = release_free_memory,
+) -> None:
+    """Hand freed heap memory back once connections have come and gone.
+
+    While data flows, the heap keeps freed buffers for reuse
+    (:func:`~pfcompose.resources.keep_freed_buffers`); a forwarder that moved a
+    burst and then sits idle for hours should not keep holding them. Every
+    ``interval`` seconds: if connections were made since the last release and none
+    is open now, release. An idle forwarder that saw no traffic does nothing.
+    """
+    released_at = 0
+    while True:
+        await trio.sleep(interval)
+        now = list(statuses())
+        total = sum(status.connections_total for status in now)
+        if total != released_at and not any(status.connections_open for status in now):
+            released_at = total
+            release()
 
 
 @dataclass
@@ -96,6 +124,7 @@ class Supervisor:
             if handle_signals:
                 outer.start_soon(self._watch_signals)
             outer.start_soon(self._stop_when_requested, outer)
+            outer.start_soon(release_memory_when_idle, lambda: self.statuses)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for spec in self._specs:

@@ -14,6 +14,7 @@ import click
 import trio
 
 from pfcompose.exitcodes import ExitCode
+from pfcompose.resources import keep_freed_buffers
 from pfcompose.sandbox.state import State, StateError
 
 __all__ = ["sandbox"]
@@ -61,6 +62,7 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
     except StateError as exc:
         click.echo(f"error: {exc}", err=True)
         raise click.exceptions.Exit(ExitCode.CONFIG) from None
+    keep_freed_buffers()  # the sandbox moves every byte of every benchmark too
     try:
         trio.run(_run, state, host, int(port_text), kubeconfig_out, tls, require_client_cert,
                  token)
