@@ -246,6 +246,9 @@ class Forward:
 
     async def _current_link(self, hold: float) -> Link | None:
         """The live link, waiting up to ``hold`` seconds for one."""
+        link = self._link
+        if link is not None and link.alive:  # the usual case: no cancel scope to set up
+            return link
         with trio.move_on_after(hold):
             while self._link is None or not self._link.alive:
                 await self._link_changed.wait()

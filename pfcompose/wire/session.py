@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -175,12 +175,13 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         (after resetting the stream) if no reply came in time, :class:`SessionLost`.
         """
         session = self._session
-        try:
-            with trio.move_on_after(timeout):
-                await self._replied.wait()
-        except BaseException:
-            self.reset()
-            raise
+        if not self._replied.is_set():
+            try:
+                with trio.move_on_after(timeout):
+                    await self._replied.wait()
+            except BaseException:
+                self.reset()
+                raise
         if self._reset_by_peer is not None:
             session._forget(self)
             raise StreamReset("Stream reset", self._reset_by_peer)
@@ -363,6 +364,24 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         finally:
             self._sending = False
 
+    def send_eof_later(self) -> None:
+        """Queue our FIN without writing it: it leaves with the session's next write.
+
+        For a stream we will never write on (a port-forward error stream, which
+        client-go closes as soon as it is replied): the FIN rides along with the
+        data that follows instead of costing a write of its own; the flusher sends
+        it if nothing else does. A no-op on a stream that can no longer send.
+        """
+        if self._sent_fin or self.done or self._session._lost or not self._replied.is_set():
+            return
+        if self._sending:  # a FIN queued between two batches of a send_all would cut it
+            raise trio.BusyResourceError("another task is sending on this stream")
+        session = self._session
+        session._conn.send_data(self.stream_id, b"", fin=True)
+        self._sent_fin = True
+        session._forget_if_done(self)
+        session._kick()
+
     def reset(self, status: int = RstStatus.CANCEL) -> None:
         """Abandon the stream: RST_STREAM(status) unless we already sent FIN; drop buffers."""
         if self.done:
@@ -483,22 +502,36 @@ class SpdySession:
         Raises :class:`StreamReset` if the peer refuses it, :class:`StreamOpenTimeout`
         (after resetting the stream) if no reply comes in time, :class:`SessionLost`.
         ``wait=False`` returns once the SYN_STREAM is written; call
-        :meth:`SpdyStream.wait_replied` later. Opening an error/data pair that way
-        costs one round trip instead of two on every new connection.
+        :meth:`SpdyStream.wait_replied` later.
+        """
+        (stream,) = await self.open_streams([headers])
+        if wait:
+            await stream.wait_replied(timeout)
+        return stream
+
+    async def open_streams(self, headers: Sequence[Mapping[str, str]]) -> list[SpdyStream]:
+        """Open one stream per header set with a single write; await no reply.
+
+        Call :meth:`SpdyStream.wait_replied` on each. A port-forward connection's
+        error and data streams opened this way cost one write and one round trip,
+        where client-go spends two of each. Raises :class:`SessionLost`.
         """
         self._check_alive()
         async with self._send_lock:
             self._check_alive()
-            try:
-                sid = self._conn.open_stream(headers)
-            except LocalProtocolError as exc:
-                raise SessionLost(str(exc)) from None
-            stream = SpdyStream(self, sid, {k.lower(): v for k, v in headers.items()}, local=True)
-            self._streams[sid] = stream
+            streams: list[SpdyStream] = []
+            for fields in headers:
+                try:
+                    sid = self._conn.open_stream(fields)
+                except LocalProtocolError as exc:
+                    raise SessionLost(str(exc)) from None
+                stream = SpdyStream(
+                    self, sid, {k.lower(): v for k, v in fields.items()}, local=True
+                )
+                self._streams[sid] = stream
+                streams.append(stream)
             await self._flush_locked()
-        if wait:
-            await stream.wait_replied(timeout)
-        return stream
+        return streams
 
     async def accept_stream(self) -> SpdyStream:
         """The next stream the peer opened (reply or reject it)."""
@@ -747,6 +780,12 @@ class SpdySession:
             while not self._flush_wanted:
                 await self._flush_lot.park()
             self._flush_wanted = False
+            # One turn later: a sender woken in the same turn writes first and takes
+            # the queued frames along (a new connection's error-stream FIN rides
+            # with its first data), so this write is often not needed at all.
+            await trio.lowlevel.checkpoint()
+            if not self._conn.has_data_to_send:
+                continue
             async with self._send_lock:
                 await self._flush_locked(raise_lost=False)
 

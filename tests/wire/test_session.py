@@ -490,3 +490,70 @@ async def test_keepalive_does_not_blame_the_peer_for_our_stall(
             total += len(await local.receive_some())
         await trio.sleep(30)
         assert not client.closed and not server.closed
+
+
+class CountingStream(trio.abc.Stream):
+    """A transport that records every write (each is one send_all)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def frames_of(write: bytes) -> list[object]:
+    peer = SpdyConnection("server")
+    return peer.receive_data(write)
+
+
+async def test_open_streams_sends_every_syn_stream_in_one_write() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    counted = CountingStream(a)
+    async with open_session(counted, "client") as client, open_session(b, "server") as server:
+        error, data = await client.open_streams([ERROR, {**ERROR, "streamType": "data"}])
+        assert len(counted.writes) == 1
+        assert [type(e).__name__ for e in frames_of(counted.writes[0])] == ["StreamOpened"] * 2
+        for _ in range(2):
+            await (await server.accept_stream()).reply()
+        with trio.fail_after(5):
+            await error.wait_replied()
+            await data.wait_replied()
+        assert (error.stream_id, data.stream_id) == (1, 3)
+
+
+async def test_a_later_fin_rides_with_the_next_write_or_the_flusher() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    counted = CountingStream(a)
+    async with open_session(counted, "client") as client, open_session(b, "server") as server:
+        error, data = await client.open_streams([ERROR, {**ERROR, "streamType": "data"}])
+        remote = [await server.accept_stream() for _ in range(2)]
+        for stream in remote:
+            await stream.reply()
+        with trio.fail_after(5):
+            await error.wait_replied()
+            await data.wait_replied()
+            writes = len(counted.writes)
+            error.send_eof_later()
+            await data.send_all(b"hello")  # the same turn: one write carries both
+            assert len(counted.writes) == writes + 1
+            assert await remote[0].receive_some() == b""  # the error stream's FIN
+            assert await remote[1].receive_some() == b"hello"
+            # with nothing else to write, the flusher sends it
+            again, = await client.open_streams([{**ERROR, "requestID": "1"}])
+            other = await server.accept_stream()
+            await other.reply()
+            await again.wait_replied()
+            again.send_eof_later()
+            assert await other.receive_some() == b""
