@@ -282,12 +282,18 @@ def parse_header_block(
     return headers
 
 
+HEADER_LEVEL = 7
+"""zlib level of header blocks. Go writes level 9; level 7 has the same zlib header
+(FLEVEL 3) and gave byte-identical blocks for every port-forward header set we
+compared, at 4 µs a block instead of 13 (two blocks per new connection)."""
+
+
 class HeaderCompressor:
-    """The sending side's zlib stream: level 9 as Go, one sync flush per block."""
+    """The sending side's zlib stream (see :data:`HEADER_LEVEL`), one sync flush per block."""
 
     def __init__(self) -> None:
         self._z = zlib.compressobj(
-            9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=SPDY3_DICT
+            HEADER_LEVEL, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=SPDY3_DICT
         )
 
     def compress(self, headers: Mapping[str, str]) -> bytes:

@@ -12,6 +12,7 @@ from pfcompose.wire.errors import ProtocolError
 from pfcompose.wire.spdy import (
     DataReceived,
     GoAwayReceived,
+    HeaderCompressor,
     HeadersReceived,
     LocalProtocolError,
     PingAcked,
@@ -516,3 +517,18 @@ def test_headers_frame_round_trip_both_ways() -> None:
     ]
     assert client.stream_state(sid) is StreamState.HALF_CLOSED_REMOTE
     assert server.stream_state(sid) is StreamState.HALF_CLOSED_LOCAL
+
+
+def test_header_blocks_are_the_bytes_go_writes_at_level_9() -> None:
+    """HEADER_LEVEL is faster than Go's level 9 but must write the same bytes."""
+    go = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=SPDY3_DICT)
+    ours = HeaderCompressor()
+    header_sets: list[dict[str, str]] = [{}]
+    for request in range(0, 3000, 7):
+        for kind in ("error", "data"):
+            for port in ("80", "5432", "8080", "65535"):
+                header_sets.append({"streamtype": kind, "port": port, "requestid": str(request)})
+    header_sets += [{"X-Stream-Protocol-Version": "portforward.k8s.io"}, {"port": "http"}]
+    for headers in header_sets:
+        block = encode_header_block(headers)
+        assert ours.compress(headers) == go.compress(block) + go.flush(zlib.Z_SYNC_FLUSH)
