@@ -37,7 +37,7 @@ from pfcompose.kube import (
 )
 from pfcompose.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
 from pfcompose.wire.dial import dial_spdy
-from pfcompose.wire.endpoint import Endpoint
+from pfcompose.wire.endpoint import Endpoint, tune_socket
 from pfcompose.wire.errors import UpgradeError
 from pfcompose.wire.session import SpdySession, open_session
 
@@ -240,6 +240,7 @@ class Forward:
         async with listener:
             while True:
                 stream = await listener.accept()
+                tune_socket(stream)
                 connections.start_soon(self._handle_connection, stream, index, local)
 
     # -- connections ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from pfcompose.sandbox.kubeconfig import write_kubeconfig
 from pfcompose.sandbox.kubelet import Kubelet
 from pfcompose.sandbox.state import Pod, State, now
 from pfcompose.sandbox.tls import Pki, make_pki
-from pfcompose.wire.endpoint import Endpoint, set_nodelay
+from pfcompose.wire.endpoint import Endpoint, tune_socket
 
 __all__ = ["PodNotFound", "Sandbox", "run_sandbox"]
 
@@ -100,7 +100,7 @@ class Sandbox:
             done.set()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        set_nodelay(stream)
+        tune_socket(stream)
         transport: trio.abc.Stream = stream
         if self.pki is not None:
             ctx = self.pki.server_context(require_client_cert=self.require_client_cert)

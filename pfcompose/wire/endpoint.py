@@ -8,6 +8,7 @@ works on that stream and never touches sockets itself.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Sequence
@@ -46,9 +47,19 @@ class Endpoint:
         return f"Endpoint({self.scheme}://{self.host_header})"
 
 
-def set_nodelay(stream: trio.SocketStream) -> None:
-    """Disable Nagle: port-forward traffic is interactive as often as it is bulk."""
+def tune_socket(stream: trio.SocketStream) -> None:
+    """Socket options for forwarded traffic, interactive as often as it is bulk.
+
+    TCP_NODELAY (no Nagle delay for small writes), and TCP_NOTSENT_LOWAT back to
+    the system's default: trio sets 16 KiB, which makes every write to a busy
+    socket stop after ~16 KiB of unsent data and wait for writability again —
+    measured, 200 parallel 1 MiB echoes spent a sixth more wall time that way.
+    Go sets nothing of the kind.
+    """
     stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with contextlib.suppress(OSError):  # 0: the system default (unlimited)
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
 
 
 async def open_transport(endpoint: Endpoint) -> trio.abc.Stream:
@@ -59,7 +70,7 @@ async def open_transport(endpoint: Endpoint) -> trio.abc.Stream:
     """
     with trio.fail_after(endpoint.connect_timeout):
         tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
-    set_nodelay(tcp)
+    tune_socket(tcp)
     if endpoint.ssl_context is None:
         return tcp
     tls = trio.SSLStream(
