@@ -18,14 +18,15 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import trio
+from wsproto.events import BytesMessage, TextMessage
 
 from .errors import ProtocolError
-from .websocket import NORMAL_CLOSURE, WebSocketConnection
+from .websocket import NORMAL_CLOSURE, WebSocketClosed, WebSocketConnection
 
 CHANNEL_BINARY = "v4.channel.k8s.io"
 CHANNEL_BASE64 = "v4.base64.channel.k8s.io"
@@ -92,6 +93,23 @@ class ChannelCodec:
         if self.base64:
             return chr(ord("0") + channel) + base64.b64encode(payload).decode("ascii")
         return bytes((channel,)) + bytes(payload)
+
+    def encode_parts(
+        self, channel: int, payload: bytes | bytearray | memoryview
+    ) -> str | list[bytes | bytearray | memoryview]:
+        """:meth:`encode` as buffers of one message, the payload not copied (binary)."""
+        if self.base64:
+            return chr(ord("0") + channel) + base64.b64encode(payload).decode("ascii")
+        return [bytes((channel,)), payload]
+
+    def streamed_index(self, channel: int) -> int | None:
+        """The port whose data a binary message on ``channel`` carries, if its pieces
+        may be handed on as they arrive (a confirmed data channel); else None."""
+        if self.base64 or not 0 <= channel < self.channels or channel % 2:
+            return None
+        if self.role == "client" and not self._confirmed[channel]:
+            return None  # the port preamble: checked whole
+        return channel // 2
 
     def decode(self, message: bytes | str) -> tuple[int, bytes] | None:
         """``(channel, payload)``; None for an empty message or undecodable base64."""
@@ -161,9 +179,13 @@ class ChannelCodec:
 
 
 class _ByteQueue:
-    """Bounded FIFO of byte chunks between the pump and one port's reader."""
+    """Bounded FIFO of byte chunks between the pump and one port's reader.
 
-    def __init__(self, limit: int) -> None:
+    The bound is read at every ``put`` (its owner's ``buffer_limit``), so a
+    forwarder can shrink it while many connections are open.
+    """
+
+    def __init__(self, limit: Callable[[], int]) -> None:
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._limit = limit
@@ -172,7 +194,7 @@ class _ByteQueue:
         self._writers = trio.lowlevel.ParkingLot()
 
     async def put(self, data: bytes) -> None:
-        while self._size >= self._limit and not self._eof:
+        while self._size >= self._limit() and not self._eof:
             await self._writers.park()
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._eof:
@@ -215,7 +237,7 @@ class ChannelStream(trio.abc.Stream):
     def __init__(self, owner: _ChannelDriver, index: int) -> None:
         self._owner = owner
         self.index = index
-        self._queue = _ByteQueue(owner.buffer_limit)
+        self._queue = _ByteQueue(lambda: owner.buffer_limit)
         self._closed = False
 
     @property
@@ -265,6 +287,7 @@ class _ChannelDriver:
         self.ws = ws
         self.ports = tuple(ports)
         self.buffer_limit = buffer_limit
+        """Bytes each port's stream buffers before the pump waits (may change any time)."""
         chosen = ws.subprotocol if protocol is None else protocol
         self.codec = ChannelCodec(self.ports, chosen or "", role=role)
         self._streams = [ChannelStream(self, i) for i in range(len(self.ports))]
@@ -286,11 +309,21 @@ class _ChannelDriver:
         try:
             while True:
                 try:
-                    message = await self.ws.receive_message()
+                    chunk = await self.ws.receive_chunk()
                 except trio.ClosedResourceError:
                     return  # we closed it ourselves
-                if message is None:
+                if chunk is None:
                     return
+                data = chunk.data
+                if (
+                    not chunk.message_finished
+                    and isinstance(data, bytes)
+                    and data
+                    and (index := self.codec.streamed_index(data[0])) is not None
+                ):
+                    await self._stream_message(index, chunk)
+                    continue
+                message = await self.ws.receive_message_rest(chunk)
                 try:
                     events = self.codec.receive(message)
                 except ProtocolError:
@@ -306,6 +339,33 @@ class _ChannelDriver:
             with trio.CancelScope(shield=True):
                 # the close handshake is over (or we are cancelled): don't wait again
                 await self.ws.abort(NORMAL_CLOSURE)
+
+    async def _stream_message(self, index: int, first: BytesMessage | TextMessage) -> None:
+        """Hand a data message on piece by piece, as the socket brought it.
+
+        A peer's message may be large (this sandbox sends up to 256 KiB): held
+        whole, one per connection, 1000 connections held hundreds of MiB. Pieces
+        are at most one socket read (``ws.receive_size``).
+        """
+        queue = self._streams[index]._queue
+        head = first.data
+        if isinstance(head, str):  # pragma: no cover - the caller checked
+            raise ProtocolError("a text message where data was expected")
+        if len(head) > 1:
+            await queue.put(bytes(head[1:]))
+        while True:
+            chunk = await self.ws.receive_chunk()
+            if chunk is None:
+                raise WebSocketClosed(
+                    "websocket closed in the middle of a message", self.ws.close_code
+                )
+            data = chunk.data
+            if isinstance(data, str):  # pragma: no cover - wsproto refuses text mid-message
+                raise ProtocolError("text inside a binary message")
+            if data:
+                await queue.put(bytes(data))
+            if chunk.message_finished:
+                return
 
     async def _dispatch(self, event: ChannelEvent) -> None:
         if isinstance(event, PortData):

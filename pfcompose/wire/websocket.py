@@ -569,6 +569,10 @@ class WebSocketConnection:
         first = await self.receive_chunk()
         if first is None:
             return None
+        return await self.receive_message_rest(first)
+
+    async def receive_message_rest(self, first: BytesMessage | TextMessage) -> bytes | str:
+        """The whole message whose first piece :meth:`receive_chunk` returned."""
         if first.message_finished:
             return first.data if isinstance(first.data, str) else bytes(first.data)
         parts: list[bytes] | list[str] = [first.data]  # type: ignore[assignment]

@@ -212,7 +212,7 @@ async def test_the_helper_process_evaluates_like_the_library(tmp_path: Path) -> 
     token.write_text("abc")
     path = write_kubeconfig(tmp_path / "kc", {"tokenFile": str(token)})
     assert await evaluate_in_subprocess(path, None) == evaluate(path, None)
-    with pytest.raises(KubeConfigError, match='^context "nope" not found in kubeconfig$'):
+    with pytest.raises(KubeConfigError, match=r'^context "nope" not found in kubeconfig$'):
         await evaluate_in_subprocess(path, "nope")
 
 

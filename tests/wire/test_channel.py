@@ -163,6 +163,34 @@ async def test_stalled_port_stops_the_pump() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_large_data_message_is_handed_on_as_it_arrives() -> None:
+    """Half a 1 MiB message is readable before the rest is sent, and the client holds
+    about its buffer limit, not the message."""
+    from pfcompose.wire.websocket import binary_frame_parts
+
+    c, s = trio.testing.memory_stream_pair()
+    client = ChannelClient(WebSocketConnection(c, "client", receive_size=16384), [80],
+                           buffer_limit=32768)
+    server = await ChannelServer.open(WebSocketConnection(s, "server"), [80])
+    payload = os.urandom(1 << 20)
+    frame = b"".join(binary_frame_parts([b"\x00", payload], mask=False))
+    half = len(frame) // 2
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.run)
+        await s.send_all(frame[:half])
+        got = bytearray()
+        with trio.fail_after(5):
+            while len(got) < half - 20:
+                got += await client.stream(0).receive_some()
+                assert client.stream(0)._queue._size <= 32768 + 16384
+            await s.send_all(frame[half:])
+            while len(got) < len(payload):
+                got += await client.stream(0).receive_some()
+        assert got == payload
+        nursery.cancel_scope.cancel()
+    del server
+
+
 # ---- the official Python client's handshake and framing (websocket-client) --------
 
 
