@@ -37,8 +37,11 @@ from pfcompose.wire.endpoint import Endpoint
 from pfcompose.wire.errors import SessionLost, StreamReset, WireError
 from pfcompose.wire.session import SpdySession, SpdyStream
 
-READ_SIZE = 256 * 1024
-"""Most bytes per local read; large reads keep per-chunk Python work off the hot path."""
+READ_SIZE = 1024 * 1024
+"""Most bytes per local read; large reads keep per-chunk work off the hot path.
+
+Measured against 256 KiB: 256 MiB uploads 1230 -> 1430 MB/s, 0.76 -> 0.48 CPU-s/GiB;
+at most :data:`SEND_SLOTS` such reads are held per forward."""
 MIN_READ_SIZE = 32 * 1024
 """Fewest bytes per local read (Go's io.Copy buffer), however many connections are open."""
 READ_BUDGET = 16 * 1024 * 1024
@@ -47,8 +50,8 @@ READ_BUDGET = 16 * 1024 * 1024
 Each such connection has its own WebSocket, so reads are not gated across
 connections (one stalled pod must not hold up the others); local reads, socket
 reads and the per-connection receive buffer shrink as connections grow so the
-total stays near this budget, and a single bulk connection still moves 256 KiB
-at a time. Measured at 1000 busy connections: 64 MiB held a 404 MiB peak, 16 MiB
+total stays near this budget, and a single bulk connection still moves
+:data:`READ_SIZE` at a time. Measured at 1000 busy connections: 64 MiB held a 404 MiB peak, 16 MiB
 a 177 MiB one.
 """
 SEND_SLOTS = 32

@@ -40,6 +40,7 @@ from pfcompose.wire.dial import dial_spdy
 from pfcompose.wire.endpoint import Endpoint, tune_socket
 from pfcompose.wire.errors import UpgradeError
 from pfcompose.wire.session import SpdySession, open_session
+from pfcompose.wire.websocket import WebSocketByteStream
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +410,8 @@ class Forward:
             reason = await self._watch_pod(client, target.namespace, target.pod)
         else:
             upgraded, used = await dial_spdy(access.endpoint, path, self.spec.transport)
+            if isinstance(upgraded, WebSocketByteStream):  # the tunnel reads as much
+                upgraded.ws.receive_size = SESSION_READ_SIZE
             keepalive = self.spec.keepalive
             async with open_session(
                 upgraded,
