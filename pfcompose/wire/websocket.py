@@ -16,7 +16,7 @@ Data path (docs/performance.md): whole binary messages are framed here, not by
 wsproto, into one buffer (:func:`encode_binary_frame`), masked in C
 (:mod:`.masking`) — wsproto's client framing copied the payload five times and
 capped tunnel uploads near 220 MB/s. Received binary frames are parsed and unmasked here too
-(:class:`FrameSplitter`: one copy per frame piece, a few µs per frame, where
+(:class:`FrameSplitter`: at most one copy per frame piece, a few µs per frame, where
 wsproto cost tens of µs and three copies per message — kubectl sends a message
 per SPDY frame header and per 32 KiB); every other frame (text, control, close,
 anything malformed) is handed to wsproto byte for byte, so its checks, errors and
@@ -51,6 +51,8 @@ RECEIVE_SIZE = 256 * 1024
 """Bytes asked of the transport per read: large reads keep per-byte overhead low."""
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Bound on one reassembled message (``receive_message``); larger ones close with 1009."""
+ALONE = 64 * 1024
+"""A received piece at least this large is handed on by itself, not joined with others."""
 COALESCE_LIMIT = 1024 * 1024
 """WebSocketByteStream.receive_some without ``max_bytes`` joins at most about this much."""
 SEND_CHUNK = 256 * 1024
@@ -122,16 +124,6 @@ class LaneMasker(wsproto.frame_protocol.XorMaskerSimple):
         return buf
 
 
-Regions = list[tuple[int, int, bytes]]
-"""(start, end, key): ``buf[start:end]`` is XORed with the repeating 4-byte ``key``."""
-
-
-def unmask_regions(buf: bytearray, regions: Regions) -> None:
-    """Unmask every region of one read in place (:func:`~.masking.mask_in_place`)."""
-    for start, end, key in regions:
-        mask_in_place(buf, start, key, end)
-
-
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE = 0x0, 0x1, 0x2, 0x8
 _RSV_BITS = 0x70
 
@@ -150,8 +142,8 @@ class FrameSplitter:
     message it is assembling (wsproto's "expected CONTINUATION"), returned as a
     :class:`CloseConnection` with 1002, as wsproto does for its parse errors.
 
-    Each read is copied once into a buffer where payloads are unmasked in place;
-    pieces are views of it.
+    Pieces are views of the read; a masked payload piece is unmasked in C into a
+    buffer of its own (one copy per byte).
     """
 
     def __init__(self, role: Role) -> None:
@@ -174,20 +166,17 @@ class FrameSplitter:
         if self._passthrough:
             out.append(data)
             return out
-        regions: Regions = []
-        buf = self._split(data, out, regions)
-        if regions and buf is not None:
-            unmask_regions(buf, regions)  # before anyone reads the views
+        self._split(data, out)
         return out
 
-    def _split(self, data: bytes, out: list[Piece | bytes | CloseConnection],
-               regions: Regions) -> bytearray | None:
-        """Parse ``data`` into ``out``; returns the copy the pieces view (None: no copy)."""
-        masked = self._masked
-        # Pieces are views of the read: of a copy when they must be unmasked in place,
-        # of ``data`` itself (immutable) when the frames are not masked.
-        buf = bytearray(data) if masked else None
-        view = memoryview(data if buf is None else buf)
+    def _split(self, data: bytes, out: list[Piece | bytes | CloseConnection]) -> None:
+        """Parse ``data`` into ``out``.
+
+        Pieces are views of the read itself (immutable) when frames are not masked;
+        a masked piece is unmasked in C into a new buffer of its own (one copy).
+        """
+        unmask = self._masked
+        view = memoryview(data)
         pos, end = 0, len(data)
         while pos < end:
             if self._left:
@@ -197,25 +186,26 @@ class FrameSplitter:
                     out.append(data[pos : pos + take])
                     pos += take
                     continue
-                if masked:
+                piece = view[pos : pos + take]
+                if unmask:
                     key, turn = self._key, self._done % 4
-                    regions.append((pos, pos + take, key[turn:] + key[:turn] if turn else key))
+                    piece = memoryview(masked(piece, key[turn:] + key[:turn] if turn else key))
                 self._done += take
                 finished = not self._left
-                out.append((view[pos : pos + take], finished, finished and self._fin))
+                out.append((piece, finished, finished and self._fin))
                 pos += take
                 continue
             if not self._head and not self._binary_open and not self._text_open:
-                pos = self._whole_frames(data, pos, view, out, regions)
+                pos = self._whole_frames(data, pos, view, out)
                 if pos >= end:
                     break
             # a frame boundary: the header, perhaps glued to a piece of the last read
             head = self._head
             hbuf, base = (data, pos) if not head else (head + data[pos : pos + 14], 0)
-            header = _parse_header(hbuf, base, masked)
+            header = _parse_header(hbuf, base, unmask)
             if header is None:  # incomplete: keep what we have (at most 13 bytes)
                 self._head = bytes(hbuf[base:])
-                return buf
+                return
             size, b0, length = header
             raw = hbuf[base : base + size]
             self._head = b""
@@ -224,16 +214,16 @@ class FrameSplitter:
             if route is None:  # wsproto's from here on (an error it will report)
                 out.append(raw + data[pos:])
                 self._passthrough = True
-                return buf
+                return
             if route is not True and route is not False:  # our verdict: nothing more is read
                 out.append(route)
                 self._dead = True
-                return buf
+                return
             self._left, self._done = length, 0
             self._ours = route
             self._fin = bool(b0 & 0x80)
             if route:
-                self._key = raw[-4:] if masked else b""
+                self._key = raw[-4:] if unmask else b""
                 if not length:
                     out.append((view[pos:pos], True, self._fin))
             else:
@@ -242,17 +232,16 @@ class FrameSplitter:
                     if pos < end:
                         out.append(data[pos:])
                     self._passthrough = True
-                    return buf
-        return buf
+                    return
 
     def _whole_frames(self, data: bytes, pos: int, view: memoryview,
-                      out: list[Piece | bytes | CloseConnection], regions: Regions) -> int:
+                      out: list[Piece | bytes | CloseConnection]) -> int:
         """The common case, with locals only: whole final binary frames (0x82), each
         entirely in this read; returns where the first other thing starts."""
         end = len(data)
-        masked = self._masked
-        mask_bit = 0x80 if masked else 0
-        extra = 4 if masked else 0
+        unmask = self._masked
+        mask_bit = 0x80 if unmask else 0
+        extra = 4 if unmask else 0
         while pos + 2 <= end:
             if data[pos] != _OP_BINARY_FIN:
                 break
@@ -273,9 +262,11 @@ class FrameSplitter:
             stop = start + length
             if stop > end:
                 break
-            if masked:
-                regions.append((start, stop, data[start - 4 : start]))
-            out.append((view[start:stop], True, True))
+            if unmask:
+                out.append((memoryview(masked(view[start:stop], data[start - 4 : start])),
+                            True, True))
+            else:
+                out.append((view[start:stop], True, True))
             pos = stop
         return pos
 
@@ -546,6 +537,8 @@ class WebSocketConnection:
         else:
             first = item.data
         pieces = [first]
+        if len(first) >= ALONE:  # large enough alone: joining would copy it again
+            return pieces
         budget -= len(first)
         pending = self._pending
         while budget > 0 and pending:
@@ -555,6 +548,8 @@ class WebSocketConnection:
             elif isinstance(ready, BytesMessage):
                 data = ready.data
             else:
+                break
+            if len(data) >= ALONE:
                 break
             pending.popleft()
             pieces.append(data)
@@ -657,6 +652,16 @@ class WebSocketConnection:
             await trio.aclose_forcefully(self.transport)
 
 
+def _whole_bytes(piece: Buffer) -> bytes:
+    """``piece`` as bytes: the object itself when it is a view of a whole ``bytes``
+    (an unmasked payload has a buffer of its own), else a copy."""
+    if isinstance(piece, memoryview):
+        owner = piece.obj
+        if type(owner) is bytes and len(owner) == piece.nbytes:
+            return owner
+    return bytes(piece)
+
+
 class WebSocketByteStream(trio.abc.Stream):
     """A byte stream carried in binary WebSocket messages (transport B, both roles).
 
@@ -732,7 +737,7 @@ class WebSocketByteStream(trio.abc.Stream):
                 if not isinstance(got, list):  # a text message
                     await self.ws.abort(1003, "invalid message type received")
                     raise ProtocolError("invalid message type received")
-                data = b"".join(got)
+                data = _whole_bytes(got[0]) if len(got) == 1 else b"".join(got)
                 if data:
                     if max_bytes is None or len(data) <= max_bytes:
                         return data
