@@ -7,7 +7,7 @@ for; joining the two would copy the payload. Go's framer writes both through one
 buffered write. :func:`send_parts` does what fits the transport:
 
 * plain TCP (also behind a :class:`~pfcompose.wire.prefixed.PrefixedStream`):
-  ``sendmsg`` with every part as its own iovec — one system call, no copy;
+  ``writev`` with every part as its own iovec — one system call, no copy;
 * a WebSocket byte stream (the tunnel): its own ``send_parts``, messages that
   carry a header with the start of its payload, all in one gathered write;
 * anything else (TLS): the parts joined, so each frame is one TLS record.
@@ -15,6 +15,7 @@ buffered write. :func:`send_parts` does what fits the transport:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import trio
@@ -33,35 +34,50 @@ async def send_parts(stream: trio.abc.SendStream, parts: Sequence[Buffer]) -> No
     """Write ``parts`` to ``stream`` in order, as few writes as the transport allows.
 
     The caller must be the only sender (the SPDY session holds its send lock).
-    Transport failures surface as from ``send_all``: ``trio.BrokenResourceError``,
+    Cancellation never cuts a write short (a half-written frame would corrupt the
+    framing of everything after it): what this awaits is shielded, and it is one
+    schedule point when the transport takes everything at once. Transport failures
+    surface as from ``send_all``: ``trio.BrokenResourceError``,
     ``trio.ClosedResourceError``.
     """
-    if len(parts) == 1:
-        await stream.send_all(parts[0])
-        return
     inner = stream
     while isinstance(inner, PrefixedStream):
         inner = inner.transport
     if isinstance(inner, trio.SocketStream):
-        await _sendmsg_all(inner, parts)
+        await _writev_all(inner, parts)
         return
-    # (getattr, not a runtime-checkable Protocol: isinstance on one costs ~10 µs a call)
-    sends_parts = getattr(inner, "send_parts", None)
-    if sends_parts is not None:
-        await sends_parts(parts)
-    else:
-        await stream.send_all(b"".join(parts))
+    with trio.CancelScope(shield=True):
+        if len(parts) == 1:
+            await stream.send_all(parts[0])
+            return
+        # (getattr, not a runtime-checkable Protocol: isinstance on one costs ~10 µs a call)
+        sends_parts = getattr(inner, "send_parts", None)
+        if sends_parts is not None:
+            await sends_parts(parts)
+        else:
+            await stream.send_all(b"".join(parts))
 
 
-async def _sendmsg_all(stream: trio.SocketStream, parts: Sequence[Buffer]) -> None:
+async def _writev_all(stream: trio.SocketStream, parts: Sequence[Buffer]) -> None:
+    """writev(2) on the socket's descriptor until every part is written.
+
+    trio's socket methods wrap each call in a context manager and a schedule point
+    of their own; here a write the socket takes at once costs one system call and
+    one schedule point, and only the wait for writability is awaited (shielded).
+    """
     views = [memoryview(part).cast("B") for part in parts if len(part)]
     sock = stream.socket
     while views:
+        fd = sock.fileno()
+        if fd == -1:
+            raise trio.ClosedResourceError("the socket was closed")
         try:
-            sent = await sock.sendmsg(views[:MAX_IOV])
-        except OSError as exc:
-            if sock.fileno() == -1:
-                raise trio.ClosedResourceError("the socket was closed") from None
+            sent = os.writev(fd, views[:MAX_IOV])
+        except BlockingIOError:
+            with trio.CancelScope(shield=True):
+                await trio.lowlevel.wait_writable(sock)
+            continue
+        except OSError as exc:  # EPIPE, ECONNRESET (SIGPIPE is ignored by Python)
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
         while sent:
             first = len(views[0])
@@ -71,3 +87,4 @@ async def _sendmsg_all(stream: trio.SocketStream, parts: Sequence[Buffer]) -> No
             else:
                 views[0] = views[0][sent:]
                 sent = 0
+    await trio.lowlevel.cancel_shielded_checkpoint()

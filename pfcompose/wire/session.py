@@ -590,20 +590,20 @@ class SpdySession:
     async def _flush_locked(self, *, raise_lost: bool = True) -> None:
         """Write whatever the connection queued; the caller holds the send lock."""
         # Large payloads go to the transport uncopied, gathered with their headers
-        # into one write (wire/gather.py). The write is shielded: a frame cut
-        # short by a cancelled sender would corrupt the framing of every stream.
-        # A stuck write ends when the session is aborted (the transport is closed
-        # under it).
-        with trio.CancelScope(shield=True):
-            parts = self._conn.data_to_send_parts()
-            try:
-                await send_parts(self._transport, parts)
-            except _TRANSPORT_ERRORS as exc:
-                self._lose(_lost_reason(exc))
-                if raise_lost:
-                    raise SessionLost(self.close_reason) from None
-                return
-            self.bytes_out += sum(len(part) for part in parts)
+        # into one write (wire/gather.py), which a cancellation never cuts short: a
+        # frame cut short would corrupt the framing of every stream. A stuck write
+        # ends when the session is aborted (the transport is closed under it).
+        parts = self._conn.data_to_send_parts()
+        if not parts:
+            return
+        try:
+            await send_parts(self._transport, parts)
+        except _TRANSPORT_ERRORS as exc:
+            self._lose(_lost_reason(exc))
+            if raise_lost:
+                raise SessionLost(self.close_reason) from None
+            return
+        self.bytes_out += sum(len(part) for part in parts)
 
     async def _flush(self) -> None:
         if not self._conn.has_data_to_send or self._lost:

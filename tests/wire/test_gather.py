@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import trio
 import trio.testing
 
+from pfcompose.wire import gather
 from pfcompose.wire.gather import send_parts
 from pfcompose.wire.prefixed import PrefixedStream
 
@@ -36,21 +38,42 @@ async def test_parts_larger_than_the_socket_buffer_arrive_whole_and_in_order() -
             assert await _receive_exactly(right, len(expected)) == expected
 
 
-async def test_a_header_and_payload_are_one_system_call_on_tcp() -> None:
+async def test_a_header_and_payload_are_one_system_call_on_tcp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     left, right = await _socket_pair()
     calls = 0
-    sendmsg = left.socket.sendmsg
+    writev = os.writev
 
-    async def counting(*args: object) -> int:
+    def counting(fd: int, buffers: list[memoryview]) -> int:
         nonlocal calls
         calls += 1
-        return await sendmsg(*args)  # type: ignore[arg-type]
+        return writev(fd, buffers)
 
-    left.socket.sendmsg = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(gather.os, "writev", counting)
     async with left, right:
         await send_parts(left, [b"12345678", b"x" * 4096])
         assert calls == 1
         assert await _receive_exactly(right, 4104) == b"12345678" + b"x" * 4096
+
+
+async def test_a_cancelled_write_is_finished_not_cut_short() -> None:
+    left, right = await _socket_pair()
+    payload = os.urandom(4 << 20)  # more than the socket buffers hold
+    async with left, right, trio.open_nursery() as nursery:
+        sent = trio.Event()
+
+        async def write_then_be_cancelled() -> None:
+            with trio.CancelScope() as scope:
+                scope.cancel()  # already cancelled: the write must still complete
+                await send_parts(left, [b"HEADER!!", payload])
+                sent.set()
+            sent.set()
+
+        nursery.start_soon(write_then_be_cancelled)
+        with trio.fail_after(10):
+            assert await _receive_exactly(right, 8 + len(payload)) == b"HEADER!!" + payload
+            await sent.wait()
 
 
 async def test_other_streams_get_the_parts_joined() -> None:
