@@ -24,7 +24,6 @@ buffer: no loop keeps its last chunk while it waits for the next.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ from pfcompose.wire.dial import dial_channel
 from pfcompose.wire.endpoint import Endpoint
 from pfcompose.wire.errors import SessionLost, StreamReset, WireError
 from pfcompose.wire.session import SpdySession, SpdyStream
+from pfcompose.wire.sockio import read_now, write_now
 
 READ_SIZE = 1024 * 1024
 """Most bytes per local read; large reads keep per-chunk work off the hot path.
@@ -122,32 +122,6 @@ def _ready_now(sock: trio.socket.SocketType, events: int) -> bool:
     return bool(poller.poll(0))
 
 
-def _read_now(fd: int, size: int) -> bytes | None:
-    """What the socket holds now (``b""`` at EOF), or None if nothing yet.
-
-    The connection pumps use read(2)/write(2) on the local socket's descriptor and
-    trio's readiness waits directly: trio's socket methods wrap every call in a
-    context manager and a schedule point of their own, which measured as a fifth
-    of the forwarder's CPU per new connection.
-    """
-    try:
-        return os.read(fd, size)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-
-
-def _write_now(fd: int, data: memoryview) -> int:
-    """Bytes of ``data`` the socket took now (0 if none)."""
-    try:
-        return os.write(fd, data)
-    except BlockingIOError:
-        return 0
-    except OSError as exc:  # EPIPE, ECONNRESET (SIGPIPE is ignored by Python)
-        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-
-
 async def _pump_session_to_local(
     data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic
 ) -> None:
@@ -158,10 +132,9 @@ async def _pump_session_to_local(
     ``peek`` is each round's checkpoint.
     """
     sock = local.socket
-    fd = sock.fileno()
     while view := await data_stream.peek():
         try:
-            sent = _write_now(fd, view)
+            sent = write_now(sock, view)
         finally:
             view.release()
         if sent:
@@ -205,7 +178,6 @@ async def _pump_local_to_remote(
     round's checkpoint is the send, or the wait for bytes.
     """
     sock = local.socket
-    fd = sock.fileno()
     slots = traffic.send_slots
     while True:
         try:
@@ -214,7 +186,7 @@ async def _pump_local_to_remote(
             await trio.lowlevel.wait_readable(sock)
             await slots.acquire()
         try:
-            data = _read_now(fd, READ_SIZE)
+            data = read_now(sock, READ_SIZE)
             if data:
                 await data_stream.send_all(data)
         finally:

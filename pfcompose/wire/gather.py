@@ -15,17 +15,14 @@ buffered write. :func:`send_parts` does what fits the transport:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import trio
 
 from pfcompose.wire.prefixed import PrefixedStream
+from pfcompose.wire.sockio import writev_all
 
-__all__ = ["MAX_IOV", "send_parts"]
-
-MAX_IOV = 512
-"""Buffers per ``sendmsg`` (Linux allows 1024)."""
+__all__ = ["send_parts"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -42,9 +39,9 @@ async def send_parts(stream: trio.abc.SendStream, parts: Sequence[Buffer]) -> No
     """
     inner = stream
     while isinstance(inner, PrefixedStream):
-        inner = inner.transport
+        inner = inner.transport  # (sending never replays anything)
     if isinstance(inner, trio.SocketStream):
-        await _writev_all(inner, parts)
+        await writev_all(inner, parts)
         return
     with trio.CancelScope(shield=True):
         if len(parts) == 1:
@@ -56,35 +53,3 @@ async def send_parts(stream: trio.abc.SendStream, parts: Sequence[Buffer]) -> No
             await sends_parts(parts)
         else:
             await stream.send_all(b"".join(parts))
-
-
-async def _writev_all(stream: trio.SocketStream, parts: Sequence[Buffer]) -> None:
-    """writev(2) on the socket's descriptor until every part is written.
-
-    trio's socket methods wrap each call in a context manager and a schedule point
-    of their own; here a write the socket takes at once costs one system call and
-    one schedule point, and only the wait for writability is awaited (shielded).
-    """
-    views = [memoryview(part).cast("B") for part in parts if len(part)]
-    sock = stream.socket
-    while views:
-        fd = sock.fileno()
-        if fd == -1:
-            raise trio.ClosedResourceError("the socket was closed")
-        try:
-            sent = os.writev(fd, views[:MAX_IOV])
-        except BlockingIOError:
-            with trio.CancelScope(shield=True):
-                await trio.lowlevel.wait_writable(sock)
-            continue
-        except OSError as exc:  # EPIPE, ECONNRESET (SIGPIPE is ignored by Python)
-            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        while sent:
-            first = len(views[0])
-            if sent >= first:
-                sent -= first
-                del views[0]
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
-    await trio.lowlevel.cancel_shielded_checkpoint()

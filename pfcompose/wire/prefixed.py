@@ -19,6 +19,11 @@ class PrefixedStream(trio.abc.Stream):
         self.transport = transport
         self._prefix = memoryview(bytes(prefix))
 
+    @property
+    def pending(self) -> int:
+        """Bytes still to be replayed before the transport is read again."""
+        return len(self._prefix)
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.transport.send_all(data)
 

@@ -60,6 +60,7 @@ from trio.lowlevel import ParkingLot
 
 from pfcompose.wire.errors import ProtocolError, SessionLost, StreamOpenTimeout, StreamReset
 from pfcompose.wire.gather import send_parts
+from pfcompose.wire.sockio import receive_some
 from pfcompose.wire.spdy import (
     DEFAULT_MAX_DATA_FRAME,
     DataReceived,
@@ -682,7 +683,7 @@ class SpdySession:
                 if self._out_of_space():
                     await self._wait_for_space()
                     continue
-                data = await transport.receive_some(read_size)
+                data = await receive_some(transport, read_size)
                 if not data:
                     self._lose("connection closed by peer")
                     return

@@ -46,6 +46,7 @@ from wsproto.utilities import LocalProtocolError
 from .errors import ProtocolError, WireError
 from .gather import send_parts
 from .masking import mask_in_place, masked
+from .sockio import receive_some
 
 RECEIVE_SIZE = 256 * 1024
 """Bytes asked of the transport per read: large reads keep per-byte overhead low."""
@@ -449,7 +450,7 @@ class WebSocketConnection:
             await self._receive(initial)
             return
         try:
-            data = await self.transport.receive_some(self.receive_size)
+            data = await receive_some(self.transport, self.receive_size)
         except trio.BrokenResourceError as exc:
             self._ws.receive_data(None)
             await self._process_events()

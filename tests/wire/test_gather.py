@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from pfcompose.wire import gather
+from pfcompose.wire import sockio
 from pfcompose.wire.gather import send_parts
 from pfcompose.wire.prefixed import PrefixedStream
 
@@ -50,7 +50,7 @@ async def test_a_header_and_payload_are_one_system_call_on_tcp(
         calls += 1
         return writev(fd, buffers)
 
-    monkeypatch.setattr(gather.os, "writev", counting)
+    monkeypatch.setattr(sockio.os, "writev", counting)
     async with left, right:
         await send_parts(left, [b"12345678", b"x" * 4096])
         assert calls == 1
@@ -109,3 +109,16 @@ async def test_through_the_tunnel_a_header_and_its_payload_are_one_message() -> 
             messages = [await server.receive_message() for _ in range(2)]
     # messages are filled up to SEND_CHUNK: a header always travels with its payload
     assert messages == [sent[:SEND_CHUNK], sent[SEND_CHUNK:]]
+
+
+async def test_direct_reads_replay_a_prefix_first_and_see_eof() -> None:
+    left, right = await _socket_pair()
+    stream = PrefixedStream(right, b"read ahead|")
+    async with left, right:
+        await left.send_all(b"from the socket")
+        assert sockio.socket_of(stream) is None  # bytes to replay: not read directly yet
+        assert await sockio.receive_some(stream, 100) == b"read ahead|"
+        assert sockio.socket_of(stream) is right
+        assert await sockio.receive_some(stream, 100) == b"from the socket"
+        await left.send_eof()
+        assert await sockio.receive_some(stream, 100) == b""
