@@ -70,6 +70,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def wait_until_idle(pid: int, *, busy_below: float = 0.05, window: float = 0.2,
+                    timeout: float = 15.0) -> float:
+    """Wait until ``pid`` uses less than ``busy_below`` of a core over ``window`` seconds,
+    at most ``timeout`` seconds; returns the seconds waited.
+
+    The sandbox goes on tearing down a subject's connections after the subject has
+    exited (1000 WebSockets take it a few seconds): measured while it does, the
+    next subject's first phase ran at a quarter of its rate.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if cpu_seconds(pid) - before < busy_below * window:
+            break
+    return time.monotonic() - start
+
+
 @dataclass
 class Proc:
     """A child process whose output goes to ``log``."""

@@ -118,6 +118,7 @@ def measure_subject(subject: str, args: argparse.Namespace, sandbox: procs.Sandb
                     sandbox_pid: int, workdir: Path, shas: dict[int, str | None]
                     ) -> dict[str, Any]:
     result: dict[str, Any] = {"subject": subject}
+    result["sandbox_settle_s"] = procs.wait_until_idle(sandbox_pid)
     start = time.perf_counter()
     with forwarder(subject, args, sandbox, workdir) as proc:
         result["startup_s"] = time.perf_counter() - start
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--conc: one or two connection counts, e.g. 200,1000 (got {args.conc!r})",
               file=sys.stderr)
         return 2
-    args.conc = (counts + [0])[:2]  # 0: that case is skipped
+    args.conc = [*counts, 0][:2]  # 0: that case is skipped
     args.kubectl_path = procs.kubectl_path(args.kubectl)
     subjects = [s for s in args.subjects.split(",") if s]
     unknown = set(subjects) - set(ALL_SUBJECTS)
