@@ -51,8 +51,8 @@ Each such connection has its own WebSocket, so reads are not gated across
 connections (one stalled pod must not hold up the others); local reads, socket
 reads and the per-connection receive buffer shrink as connections grow so the
 total stays near this budget, and a single bulk connection still moves
-:data:`READ_SIZE` at a time. Measured at 1000 busy connections: 64 MiB held a 404 MiB peak, 16 MiB
-a 177 MiB one.
+:data:`READ_SIZE` at a time. Measured at 1000 busy connections: a budget of 64 MiB
+peaked at 404 MiB, 16 MiB at 177 MiB.
 """
 SEND_SLOTS = 32
 """Local reads of :data:`READ_SIZE` a forward holds at once on its SPDY session.

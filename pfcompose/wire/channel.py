@@ -90,14 +90,13 @@ class ChannelCodec:
 
     def encode(self, channel: int, payload: bytes | bytearray | memoryview) -> bytes | str:
         """One message carrying ``payload`` on ``channel``."""
-        if self.base64:
-            return chr(ord("0") + channel) + base64.b64encode(payload).decode("ascii")
-        return bytes((channel,)) + bytes(payload)
+        parts = self.encode_parts(channel, payload)
+        return parts if isinstance(parts, str) else b"".join(parts)
 
     def encode_parts(
         self, channel: int, payload: bytes | bytearray | memoryview
     ) -> str | list[bytes | bytearray | memoryview]:
-        """:meth:`encode` as buffers of one message, the payload not copied (binary)."""
+        """:meth:`encode` as the buffers of one message, the payload not copied."""
         if self.base64:
             return chr(ord("0") + channel) + base64.b64encode(payload).decode("ascii")
         return [bytes((channel,)), payload]
@@ -252,7 +251,7 @@ class ChannelStream(trio.abc.Stream):
         for start in range(0, max(len(view), 1), SEND_CHUNK):
             piece = view[start : start + SEND_CHUNK]
             if piece:
-                await self._owner.ws.send_message(self._owner.codec.encode(channel, piece))
+                await self._owner.ws.send_message(self._owner.codec.encode_parts(channel, piece))
             else:
                 await trio.lowlevel.checkpoint()
 

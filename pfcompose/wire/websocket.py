@@ -13,14 +13,14 @@ read has been consumed, so a reader that stalls stops the socket (TCP
 back-pressure) instead of growing memory.
 
 Data path (docs/performance.md): whole binary messages are framed here, not by
-wsproto, into one buffer (:func:`encode_binary_frame`), masked in C
-(:mod:`.masking`) — wsproto's client framing copied the payload five times and
-capped tunnel uploads near 220 MB/s. Received binary frames are parsed and unmasked here too
-(:class:`FrameSplitter`: at most one copy per frame piece, a few µs per frame, where
-wsproto cost tens of µs and three copies per message — kubectl sends a message
-per SPDY frame header and per 32 KiB); every other frame (text, control, close,
-anything malformed) is handed to wsproto byte for byte, so its checks, errors and
-closing handshake are unchanged.
+wsproto, as buffers for one gathered write (:func:`binary_frame_parts`), masked
+in C (:mod:`.masking`) — wsproto's client framing copied the payload five times
+and capped tunnel uploads near 220 MB/s. Received binary frames are parsed and
+unmasked here too (:class:`FrameSplitter`: at most one copy per frame piece, a
+few µs per frame, where wsproto cost tens of µs and three copies per message —
+kubectl sends a message per SPDY frame header and per 32 KiB); every other frame
+(text, control, close, anything malformed) is handed to wsproto byte for byte, so
+its checks, errors and closing handshake are unchanged.
 """
 
 from __future__ import annotations
