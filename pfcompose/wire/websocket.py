@@ -102,12 +102,6 @@ def binary_frame_parts(payload: Sequence[Buffer], *, mask: bool) -> list[Buffer]
     return out
 
 
-def encode_binary_frame(payload: Buffer | Sequence[Buffer], *, mask: bool) -> bytearray:
-    """:func:`binary_frame_parts` joined into one buffer (tests, and single writes)."""
-    parts = [payload] if isinstance(payload, bytes | bytearray | memoryview) else payload
-    return bytearray(b"".join(binary_frame_parts(parts, mask=mask)))
-
-
 class LaneMasker(wsproto.frame_protocol.XorMaskerSimple):
     """wsproto's incoming-frame masker, unmasking in place (same results, fewer copies).
 
@@ -130,6 +124,16 @@ _RSV_BITS = 0x70
 
 Piece = tuple[memoryview, bool, bool]
 """Binary payload decoded by :class:`FrameSplitter`: (data, frame_finished, message_finished)."""
+
+
+def _whole_bytes(piece: Buffer) -> bytes:
+    """``piece`` as bytes: the object itself when it is a view of a whole ``bytes``
+    (an unmasked payload has a buffer of its own), else a copy."""
+    if isinstance(piece, memoryview):
+        owner = piece.obj
+        if type(owner) is bytes and len(owner) == piece.nbytes:
+            return owner
+    return bytes(piece)
 
 
 class FrameSplitter:
@@ -517,7 +521,7 @@ class WebSocketConnection:
         item = await self._next_item()
         if isinstance(item, tuple):
             view, frame_finished, message_finished = item
-            return BytesMessage(data=bytes(view), frame_finished=frame_finished,
+            return BytesMessage(data=_whole_bytes(view), frame_finished=frame_finished,
                                 message_finished=message_finished)
         return item
 
@@ -651,16 +655,6 @@ class WebSocketConnection:
             self._closed_local = True
             self._pending.clear()
             await trio.aclose_forcefully(self.transport)
-
-
-def _whole_bytes(piece: Buffer) -> bytes:
-    """``piece`` as bytes: the object itself when it is a view of a whole ``bytes``
-    (an unmasked payload has a buffer of its own), else a copy."""
-    if isinstance(piece, memoryview):
-        owner = piece.obj
-        if type(owner) is bytes and len(owner) == piece.nbytes:
-            return owner
-    return bytes(piece)
 
 
 class WebSocketByteStream(trio.abc.Stream):

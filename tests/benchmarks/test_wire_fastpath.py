@@ -13,7 +13,13 @@ from wsproto.events import BytesMessage
 
 from pfcompose.wire import masking
 from pfcompose.wire.masking import mask_in_place
-from pfcompose.wire.websocket import LaneMasker, encode_binary_frame
+from pfcompose.wire.websocket import Buffer, LaneMasker, binary_frame_parts
+
+
+def encode_binary_frame(payload: Buffer | list[Buffer], *, mask: bool) -> bytes:
+    """One frame as the bytes on the wire (the parts of one gathered write, joined)."""
+    parts = [payload] if isinstance(payload, bytes | bytearray | memoryview) else payload
+    return b"".join(binary_frame_parts(parts, mask=mask))
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 262147])
