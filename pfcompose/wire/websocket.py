@@ -128,7 +128,7 @@ Piece = tuple[memoryview, bool, bool]
 
 def _whole_bytes(piece: Buffer) -> bytes:
     """``piece`` as bytes: the object itself when it is a view of a whole ``bytes``
-    (an unmasked payload has a buffer of its own), else a copy."""
+    (a payload unmasked here has a buffer of its own), else a copy."""
     if isinstance(piece, memoryview):
         owner = piece.obj
         if type(owner) is bytes and len(owner) == piece.nbytes:
