@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pfcompose.config.spec import ForwardSpec
     from pfcompose.wire.endpoint import Endpoint
+    from pfcompose.wire.proxy import Proxy
 
 __all__ = [
     "AccessMaterial",
@@ -113,6 +114,9 @@ class AccessMaterial:
     authorization: str | None = field(default=None, repr=False)
     expires: float | None = None
     sources: tuple[FileStamp, ...] = ()
+    proxy_url: str | None = field(default=None, repr=False)
+    """kubeconfig ``proxy-url``, or the environment's proxy for the server; may hold a
+    password: messages show ``pfcompose.wire.proxy.redact(proxy_url)``."""
 
     def __repr__(self) -> str:
         return f"AccessMaterial(context={self.context!r}, server={self.scheme}://{self.host})"
@@ -137,6 +141,7 @@ class AccessMaterial:
             "authorization": self.authorization,
             "expires": self.expires,
             "sources": [list(stamp) for stamp in self.sources],
+            "proxy_url": self.proxy_url,
         }
 
     @classmethod
@@ -160,6 +165,7 @@ class AccessMaterial:
             authorization=data.get("authorization"),
             expires=data.get("expires"),
             sources=tuple((str(p), int(m), int(s)) for p, m, s in data.get("sources", ())),
+            proxy_url=data.get("proxy_url"),
         )
 
 
@@ -193,6 +199,7 @@ def build_access(material: AccessMaterial) -> ClusterAccess:
         ssl_context=ssl_context,
         server_hostname=material.tls_server_name,
         headers=(("Authorization", material.authorization),) if material.authorization else (),
+        proxy=_proxy(material, ssl_context),
     )
     return ClusterAccess(
         context=material.context,
@@ -224,6 +231,24 @@ def load_access_sync(
     from pfcompose.kube.kubeconfig import evaluate  # the kubernetes package: imported late
 
     return build_access(evaluate(kubeconfig, context, environ=environ))
+
+
+def _proxy(material: AccessMaterial, server_context: ssl.SSLContext | None) -> Proxy | None:
+    """The parsed proxy; an ``https`` proxy is verified with the cluster's TLS settings
+    (CA, client certificate), as Go's transport and client-go's SPDY dialer do."""
+    if not material.proxy_url:
+        return None
+    from dataclasses import replace
+
+    from pfcompose.wire.proxy import parse_proxy_url
+
+    try:
+        proxy = parse_proxy_url(material.proxy_url)
+    except ValueError as exc:
+        raise KubeConfigError(f"context {material.context}: {exc}") from None
+    if proxy.scheme == "https":
+        proxy = replace(proxy, ssl_context=server_context or _ssl_context(material))
+    return proxy
 
 
 # --- TLS --------------------------------------------------------------------------------

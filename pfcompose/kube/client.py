@@ -27,6 +27,7 @@ import trio
 
 from pfcompose.kube.access import ClusterAccess
 from pfcompose.wire.endpoint import Endpoint, open_transport
+from pfcompose.wire.proxy import ProxyError
 
 __all__ = ["KubeApiError", "KubeClient", "KubeConnectionError"]
 
@@ -171,6 +172,8 @@ class KubeClient:
             return await open_transport(self._endpoint)
         except trio.TooSlowError:
             raise KubeConnectionError(f"cannot reach {self.server}: connection timed out") from None
+        except ProxyError as exc:
+            raise KubeConnectionError(str(exc)) from None
         except ssl.SSLError as exc:
             raise KubeConnectionError(
                 f"TLS handshake with {self.server} failed: {_tls_reason(exc)}"

@@ -110,8 +110,6 @@ def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -
         else None
     )
 
-    if cluster.value.get("proxy-url"):
-        raise KubeConfigError(f"proxy-url is not supported yet (context {name})")
     url = urlsplit(str(cluster.value.get("server") or ""))
     if url.scheme not in ("http", "https") or not url.hostname:
         raise KubeConfigError(
@@ -141,6 +139,7 @@ def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -
                 raise KubeConfigError(f'user "{user_name}" has no {missing} to go with its pair')
     tls_name = cluster.value.get("tls-server-name") or None
     namespace = ctx.get("namespace") or None
+    proxy_url = _proxy_url(cluster, str(cluster.value.get("server")), cluster_name, env)
     return AccessMaterial(
         context=name,
         namespace=str(namespace) if namespace else None,
@@ -157,7 +156,31 @@ def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -
         authorization=creds.authorization,
         expires=creds.expires,
         sources=tuple(sources),
+        proxy_url=proxy_url,
     )
+
+
+def _proxy_url(
+    cluster: ConfigNode, server: str, cluster_name: str, env: Mapping[str, str]
+) -> str | None:
+    """client-go: ``proxy-url`` when set (every request goes through it), else the
+    environment's ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (Go's httpproxy rules)."""
+    from pfcompose.wire.proxyenv import env_proxy_for, split_proxy_url
+
+    raw = cluster.value.get("proxy-url")
+    where = f'cluster "{cluster_name}" proxy-url'
+    if raw:
+        value = str(raw)
+    else:
+        found = env_proxy_for(server, env)
+        if found is None:
+            return None
+        value, where = found, "proxy from the environment (HTTPS_PROXY/HTTP_PROXY)"
+    try:
+        split_proxy_url(value)
+    except ValueError as exc:
+        raise KubeConfigError(f"{where}: {exc}") from None
+    return value
 
 
 def _kubeconfig_paths(kubeconfig: str | None, env: Mapping[str, str]) -> list[str]:

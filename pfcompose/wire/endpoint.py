@@ -13,8 +13,12 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
 
 USER_AGENT = "pfcompose"
 
@@ -32,6 +36,8 @@ class Endpoint:
     """Extra request headers, e.g. ``("Authorization", "Bearer …")``. Never logged."""
     user_agent: str = USER_AGENT
     connect_timeout: float = 30.0
+    proxy: Proxy | None = None
+    """Reach the server through this proxy (kubeconfig ``proxy-url`` or the environment)."""
 
     @property
     def scheme(self) -> str:
@@ -44,7 +50,8 @@ class Endpoint:
         return f"{host}:{self.port}"
 
     def __repr__(self) -> str:  # headers may hold credentials: never show them
-        return f"Endpoint({self.scheme}://{self.host_header})"
+        via = f" via {self.proxy.url}" if self.proxy is not None else ""
+        return f"Endpoint({self.scheme}://{self.host_header}{via})"
 
 
 def tune_socket(stream: trio.SocketStream) -> None:
@@ -63,14 +70,24 @@ def tune_socket(stream: trio.SocketStream) -> None:
 
 
 async def open_transport(endpoint: Endpoint) -> trio.abc.Stream:
-    """Connect to ``endpoint``: TCP with TCP_NODELAY, then TLS when it has a context.
+    """Connect to ``endpoint``: TCP with TCP_NODELAY (or a tunnel through its proxy),
+    then TLS when it has a context.
 
-    Raises ``OSError`` (refused, unreachable, timed out) or ``trio.BrokenResourceError``
-    / ``ssl.SSLError`` for a failed TLS handshake; the caller words the message.
+    Raises ``OSError`` (refused, unreachable, timed out), ``ProxyError`` (the proxy
+    refused or broke the tunnel) or ``trio.BrokenResourceError`` / ``ssl.SSLError``
+    for a failed TLS handshake; the caller words the message.
     """
+    tcp: trio.abc.Stream
     with trio.fail_after(endpoint.connect_timeout):
-        tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
-    tune_socket(tcp)
+        if endpoint.proxy is not None:
+            from .proxy import open_tunnel
+
+            tcp = await open_tunnel(
+                endpoint.proxy, endpoint.host, endpoint.port, user_agent=endpoint.user_agent
+            )
+        else:
+            tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+            tune_socket(tcp)
     if endpoint.ssl_context is None:
         return tcp
     tls = trio.SSLStream(
