@@ -36,7 +36,7 @@ from pfcompose.kube import (
     resolve,
 )
 from pfcompose.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
-from pfcompose.wire.dial import dial_spdy
+from pfcompose.wire.dial import dial_spdy, fallback_reason
 from pfcompose.wire.endpoint import Endpoint, tune_socket
 from pfcompose.wire.errors import UpgradeError
 from pfcompose.wire.session import SpdySession, open_session
@@ -83,6 +83,7 @@ class Link:
     path: str
     session: SpdySession | None = None
     lost: bool = False
+    fallback: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -116,6 +117,7 @@ class ForwardStatus:
     pod: str | None = None
     namespace: str | None = None
     transport: str | None = None
+    fallback: str | None = None  # why ``auto`` uses SPDY here (the tunnel failed), if it does
     listening: list[Listening] = field(default_factory=list)
     connections_open: int = 0
     connections_total: int = 0
@@ -422,6 +424,8 @@ class Forward:
                 max_buffer=STREAM_MAX_BUFFER,
             ) as session:
                 link = Link(target.pod, used, access.endpoint, path, session)
+                if used == "spdy" and self.spec.transport == "auto":
+                    link.fallback = fallback_reason(access.endpoint)
                 self._became_ready(link)
                 await session.wait_closed()
                 reason = session.close_reason or "session closed"
@@ -432,9 +436,14 @@ class Forward:
 
     def _became_ready(self, link: Link) -> None:
         self.status.transport = link.transport
+        self.status.fallback = link.fallback
         self.status.ready_since = time.time()
         self._publish(link)
-        self._set_state(State.READY, f"pod {link.pod} via {link.transport}", pod=link.pod)
+        detail = f"pod {link.pod} via {link.transport}"
+        if link.fallback:
+            detail += f"; fell back: {link.fallback}"
+        extra = {"fallback": link.fallback} if link.fallback else {}
+        self._set_state(State.READY, detail, pod=link.pod, **extra)
 
     async def _watch_pod(self, client: KubeClient, namespace: str, pod: str) -> str:
         """For the ``websocket`` transport, which has no session to lose: poll the pod

@@ -291,6 +291,7 @@ async def kubectl_port_forward(
     kubeconfig: Path, target: str, *ports: str, websockets: bool = True,
     namespace: str | None = None, addresses: Sequence[str] = ("localhost",),
     timeout: float = STARTUP_TIMEOUT, extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[KubectlForward]:
     """Run ``kubectl port-forward TARGET PORTS…``; yield once every listener is up.
 
@@ -305,8 +306,8 @@ async def kubectl_port_forward(
     expected = len(ports) * sum(2 if a == "localhost" else 1 for a in addresses)
     try:
         async with trio.open_nursery() as nursery:
-            proc: trio.Process = await nursery.start(_run_process, cmd,
-                                                     kubectl_env(home, websockets=websockets))
+            proc: trio.Process = await nursery.start(
+                _run_process, cmd, kubectl_env(home, websockets=websockets, extra=env))
             try:
                 assert proc.stdout is not None and proc.stderr is not None
                 fwd = KubectlForward(proc, [], [], _Lines(proc.stdout), _Lines(proc.stderr))

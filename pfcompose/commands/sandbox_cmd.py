@@ -36,9 +36,14 @@ _PATH = click.Path(path_type=Path)
               help="With --tls: require the client certificate written to the kubeconfig.")
 @click.option("--token", default=None, metavar="TOKEN",
               help="Require 'Authorization: Bearer TOKEN' (written to the kubeconfig).")
+@click.option("--proxy", type=click.Choice(["http", "https", "socks5"]), default=None,
+              help="Also run a proxy in front of the API server; the kubeconfig's "
+                   "proxy-url points at it (https implies --tls).")
+@click.option("--proxy-auth", default=None, metavar="USER:PASSWORD",
+              help="With --proxy: require these proxy credentials (put in the proxy-url).")
 def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
             kubeconfig_out: Path | None, tls: bool, require_client_cert: bool,
-            token: str | None) -> None:
+            token: str | None, proxy: str | None, proxy_auth: str | None) -> None:
     """Run an emulated Kubernetes API server and kubelet for port-forwards.
 
     kubectl and pfcompose port-forward through it as through a cluster; the pods'
@@ -48,6 +53,10 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
         raise click.UsageError("--state and --from are mutually exclusive")
     if require_client_cert and not tls:
         raise click.UsageError("--require-client-cert needs --tls")
+    if proxy_auth is not None and (proxy is None or ":" not in proxy_auth):
+        raise click.UsageError("--proxy-auth needs --proxy and the form USER:PASSWORD")
+    user, _, password = (proxy_auth or "").partition(":")
+    proxy_creds = (user, password) if proxy_auth is not None else None
     host, sep, port_text = listen.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
@@ -65,7 +74,7 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
     keep_freed_buffers()  # the sandbox moves every byte of every benchmark too
     try:
         trio.run(_run, state, host, int(port_text), kubeconfig_out, tls, require_client_cert,
-                 token)
+                 token, proxy, proxy_creds)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -85,12 +94,18 @@ def _state_from_forwards(path: Path) -> State:
 
 
 async def _run(state: State, host: str, port: int, kubeconfig_out: Path | None, tls: bool,
-               require_client_cert: bool, token: str | None) -> None:
+               require_client_cert: bool, token: str | None, proxy: str | None = None,
+               proxy_creds: tuple[str, str] | None = None) -> None:
     from pfcompose.sandbox.server import run_sandbox
+    user, password = proxy_creds or (None, None)
     async with run_sandbox(state, tls=tls, require_client_cert=require_client_cert,
                            token=token, host=host, port=port,
-                           kubeconfig_path=kubeconfig_out) as sb:
+                           kubeconfig_path=kubeconfig_out, proxy=proxy, proxy_user=user,
+                           proxy_password=password) as sb:
         click.echo(f"Sandbox API server listening on {sb.url}")
+        if sb.proxy is not None:
+            click.echo(f"Sandbox {sb.proxy.kind} proxy listening on "
+                       f"{sb.proxy.url(with_password=False)} (kubeconfig proxy-url)")
         click.echo(f"kubeconfig written to {sb.kubeconfig_path} (context pfcompose-sandbox)")
         for pod in sorted(sb.state.pods.values(), key=lambda p: p.key):
             ports = ", ".join(

@@ -16,6 +16,8 @@ POST     /_sandbox/pods/NS/NAME/reset              –                          
 POST     /_sandbox/connections/drop                –                              {"dropped": n}
 POST     /_sandbox/streams                         {"refuse": bool, "delay": s}   {}
 POST     /_sandbox/apiserver/restart               {"down": seconds}              {}
+GET      /_sandbox/proxy                           –                              counters
+POST     /_sandbox/proxy                           {"fault": F, "times": n}       counters
 =======  ========================================  =============================  ==========
 """
 
@@ -51,6 +53,7 @@ class AdminTarget(Protocol):
     def reset_pod_connections(self, name: str, namespace: str = "default") -> int: ...
     def drop_upgraded_connections(self) -> int: ...
     def restart_api_soon(self, down: float) -> None: ...
+    def proxy_admin(self, method: str, args: dict[str, Any]) -> dict[str, Any]: ...
 
 
 _POD = re.compile(r"^/_sandbox/pods/(?P<ns>[^/]+)/(?P<name>[^/]+)/(?P<verb>[a-z]+)$")
@@ -91,6 +94,13 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
         return _error(400, "the body must be a JSON object")
     if path == "/_sandbox/state" and method == "GET":
         return 200, target.describe()
+    if path == "/_sandbox/proxy" and method in ("GET", "POST"):
+        try:
+            return 200, target.proxy_admin(method, args)
+        except LookupError as exc:
+            return _error(404, str(exc))
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
     if method != "POST":
         return _error(405, f"{method} {path}: use POST")
     try:

@@ -19,9 +19,12 @@ CONTEXT = "pfcompose-sandbox"
 
 
 def kubeconfig_dict(
-    url: str, *, pki: Pki | None = None, token: str | None = None, namespace: str = "default"
+    url: str, *, pki: Pki | None = None, token: str | None = None, namespace: str = "default",
+    proxy_url: str | None = None,
 ) -> dict[str, Any]:
     cluster: dict[str, Any] = {"server": url}
+    if proxy_url is not None:
+        cluster["proxy-url"] = proxy_url
     user: dict[str, Any] = {}
     if pki is not None:
         cluster["certificate-authority"] = str(pki.ca_cert)
@@ -42,8 +45,9 @@ def kubeconfig_dict(
 
 
 def write_kubeconfig(path: Path, url: str, *, pki: Pki | None = None,
-                     token: str | None = None) -> Path:
+                     token: str | None = None, proxy_url: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(kubeconfig_dict(url, pki=pki, token=token), sort_keys=False))
+    config = kubeconfig_dict(url, pki=pki, token=token, proxy_url=proxy_url)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
     return path

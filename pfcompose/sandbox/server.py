@@ -21,6 +21,7 @@ from pfcompose.sandbox.backends import Backends
 from pfcompose.sandbox.faults import StreamFaults, handle_admin
 from pfcompose.sandbox.kubeconfig import write_kubeconfig
 from pfcompose.sandbox.kubelet import Kubelet
+from pfcompose.sandbox.proxy import SandboxProxy
 from pfcompose.sandbox.state import Pod, State, now
 from pfcompose.sandbox.tls import Pki, make_pki
 from pfcompose.wire.endpoint import Endpoint, tune_socket
@@ -54,6 +55,8 @@ class Sandbox:
         self._api_done = trio.Event()
         self._api_done.set()
         self.kubeconfig_path: Path = workdir / "kubeconfig"
+        self.proxy: SandboxProxy | None = None
+        """The built-in proxy (``--proxy``) in front of the API server, if any."""
 
     # -- addresses ------------------------------------------------------------------
     @property
@@ -74,8 +77,30 @@ class Sandbox:
 
     def write_kubeconfig(self, path: Path | None = None) -> Path:
         """Write a kubeconfig (context ``pfcompose-sandbox``); default: ``kubeconfig_path``."""
+        proxy_url = self.proxy.url() if self.proxy is not None else None
         return write_kubeconfig(path or self.kubeconfig_path, self.url, pki=self.pki,
-                                token=self.token)
+                                token=self.token, proxy_url=proxy_url)
+
+    async def start_proxy(self, kind: str, *, username: str | None = None,
+                          password: str | None = None) -> SandboxProxy:
+        """Start a built-in proxy (http, https, socks5) and use it for the kubeconfig."""
+        proxy = SandboxProxy(kind, host=self.host, username=username, password=password,
+                             pki=self.pki)
+        await proxy.start(self._nursery)
+        self.proxy = proxy
+        return proxy
+
+    def proxy_admin(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Admin ``/_sandbox/proxy``: counters; POST also sets ``fault``/``times``."""
+        if self.proxy is None:
+            raise LookupError("the sandbox runs no proxy (--proxy)")
+        if method == "POST":
+            times = args.get("times")
+            if times is not None and (isinstance(times, bool) or not isinstance(times, int)
+                                      or times < 1):
+                raise ValueError("'times' must be a whole number >= 1 or null")
+            self.proxy.set_fault(args.get("fault"), times)
+        return self.proxy.describe()
 
     # -- API server lifecycle ----------------------------------------------------------
     async def start_api(self) -> None:
@@ -238,12 +263,18 @@ async def run_sandbox(
     port: int = 0,
     workdir: Path | None = None,
     kubeconfig_path: Path | None = None,
+    proxy: str | None = None,
+    proxy_user: str | None = None,
+    proxy_password: str | None = None,
 ) -> AsyncIterator[Sandbox]:
     """Run a sandbox for the duration of the block; the kubeconfig is written on start.
 
     ``workdir`` (default: a temporary directory, removed at exit) holds the
-    kubeconfig and, with ``tls``, the CA and certificates.
+    kubeconfig and, with ``tls``, the CA and certificates. ``proxy`` (http, https,
+    socks5) starts a built-in proxy whose URL the kubeconfig gets as ``proxy-url``;
+    ``https`` implies ``tls`` (the proxy's certificate comes from the same CA).
     """
+    tls = tls or proxy == "https"
     own_dir = workdir is None
     directory = Path(tempfile.mkdtemp(prefix="pfcompose-sandbox-")) if workdir is None else workdir
     directory.mkdir(parents=True, exist_ok=True)
@@ -257,6 +288,8 @@ async def run_sandbox(
             for pod in list(sb.state.pods.values()):
                 await sb.backends.start(pod)
             await sb.start_api()
+            if proxy is not None:
+                await sb.start_proxy(proxy, username=proxy_user, password=proxy_password)
             sb.write_kubeconfig()
             try:
                 yield sb

@@ -42,7 +42,8 @@ class Pki:
         return ctx
 
 
-def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")) -> Pki:
+def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost",
+                                                       "pfcompose-sandbox.test")) -> Pki:
     """Create CA, server (for ``hosts``) and client certificates as PEM files in ``directory``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

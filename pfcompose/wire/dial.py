@@ -2,8 +2,15 @@
 
 ``auto`` tries the WebSocket tunnel (B) first and plain SPDY (A) only when B's
 handshake failed as an *upgrade failure* (any non-101, bad WebSocket headers,
-wrong subprotocol). Connection, TLS and protocol errors do not fall back: a
-server that is down or lies about HTTP gets one attempt, as with kubectl.
+wrong subprotocol) or the proxy broke B's tunnel — client-go's fallback dialer:
+``IsUpgradeFailure(err) || IsHTTPSProxyError(err)``. Connection, TLS and protocol
+errors do not fall back: a server that is down or lies about HTTP gets one
+attempt, as with kubectl.
+
+Unlike kubectl (one dial per run), pfcompose dials again on every reconnect, so a
+fallback that worked is remembered for that endpoint (server and proxy) for the
+rest of the process: later ``auto`` dials go straight to SPDY, and
+:func:`fallback_reason` tells ``ps``/events why.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import trio
 from .channel import ChannelClient
 from .endpoint import Endpoint, open_transport
 from .errors import UpgradeError
+from .proxy import ProxyError
 from .upgrade import (
     CHANNEL_BINARY,
     upgrade_channel_websocket,
@@ -25,6 +33,31 @@ from .upgrade import (
 
 SpdyTransport = Literal["auto", "spdy", "spdy-over-websocket"]
 T = TypeVar("T")
+
+_learned: dict[tuple[str, int, str | None], str] = {}
+"""Endpoints where the tunnel failed and SPDY worked: why the tunnel failed."""
+
+
+def _endpoint_key(endpoint: Endpoint) -> tuple[str, int, str | None]:
+    return (endpoint.host, endpoint.port, endpoint.proxy.url if endpoint.proxy else None)
+
+
+def fallback_reason(endpoint: Endpoint) -> str | None:
+    """Why ``auto`` uses SPDY for ``endpoint`` (one line), or None if it does not."""
+    return _learned.get(_endpoint_key(endpoint))
+
+
+def forget_learned() -> None:
+    """Forget every remembered fallback (tests; a fresh run starts empty anyway)."""
+    _learned.clear()
+
+
+def _why(exc: UpgradeError | ProxyError) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    status = getattr(exc, "status", None)
+    if isinstance(exc, UpgradeError) and status is not None and str(status) not in text:
+        text = f"{status}: {text}"
+    return f"websocket tunnel failed ({text})"
 
 
 async def _on_new_transport(
@@ -48,17 +81,22 @@ async def dial_spdy(
     (the last attempt's), ``OSError`` / ``trio.BrokenResourceError`` / ``ssl.SSLError``
     for connection problems, ``ProtocolError`` for a peer that does not speak HTTP.
     """
-    if transport in ("auto", "spdy-over-websocket"):
+    key = _endpoint_key(endpoint)
+    reason: str | None = None
+    if transport == "spdy-over-websocket" or (transport == "auto" and key not in _learned):
         try:
             tunnel, _ = await _on_new_transport(
                 endpoint, lambda t: upgrade_spdy_over_websocket(t, endpoint, path)
             )
-        except UpgradeError as exc:
-            if transport != "auto" or not exc.upgrade_failure:
+        except (UpgradeError, ProxyError) as exc:
+            if transport != "auto" or (isinstance(exc, UpgradeError) and not exc.upgrade_failure):
                 raise
+            reason = _why(exc)
         else:
             return tunnel, "spdy-over-websocket"
     stream, _ = await _on_new_transport(endpoint, lambda t: upgrade_spdy(t, endpoint, path))
+    if reason is not None:
+        _learned[key] = reason
     return stream, "spdy"
 
 
