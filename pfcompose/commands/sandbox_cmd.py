@@ -41,9 +41,16 @@ _PATH = click.Path(path_type=Path)
                    "proxy-url points at it (https implies --tls).")
 @click.option("--proxy-auth", default=None, metavar="USER:PASSWORD",
               help="With --proxy: require these proxy credentials (put in the proxy-url).")
+@click.option("--gateway", default=None, metavar="websocket-only|idle=SECONDS",
+              help="Put a gateway in front of the API server (the kubeconfig's server): "
+                   "one that refuses SPDY upgrades, or one that cuts idle connections.")
+@click.option("--emulate", type=click.Choice(["1.29", "1.36"]), default=None,
+              help="Play an older (1.29: no WebSocket tunnel) or newer (1.36: WebSocket "
+                   "passed through to the kubelet) API server.")
 def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
             kubeconfig_out: Path | None, tls: bool, require_client_cert: bool,
-            token: str | None, proxy: str | None, proxy_auth: str | None) -> None:
+            token: str | None, proxy: str | None, proxy_auth: str | None,
+            gateway: str | None, emulate: str | None) -> None:
     """Run an emulated Kubernetes API server and kubelet for port-forwards.
 
     kubectl and pfcompose port-forward through it as through a cluster; the pods'
@@ -55,6 +62,12 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
         raise click.UsageError("--require-client-cert needs --tls")
     if proxy_auth is not None and (proxy is None or ":" not in proxy_auth):
         raise click.UsageError("--proxy-auth needs --proxy and the form USER:PASSWORD")
+    if gateway is not None:
+        from pfcompose.sandbox.gateway import parse_gateway
+        try:
+            parse_gateway(gateway)
+        except ValueError as exc:
+            raise click.UsageError(f"--gateway: {exc}") from None
     user, _, password = (proxy_auth or "").partition(":")
     proxy_creds = (user, password) if proxy_auth is not None else None
     host, sep, port_text = listen.rpartition(":")
@@ -74,7 +87,7 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
     keep_freed_buffers()  # the sandbox moves every byte of every benchmark too
     try:
         trio.run(_run, state, host, int(port_text), kubeconfig_out, tls, require_client_cert,
-                 token, proxy, proxy_creds)
+                 token, proxy, proxy_creds, gateway, emulate)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -95,17 +108,23 @@ def _state_from_forwards(path: Path) -> State:
 
 async def _run(state: State, host: str, port: int, kubeconfig_out: Path | None, tls: bool,
                require_client_cert: bool, token: str | None, proxy: str | None = None,
-               proxy_creds: tuple[str, str] | None = None) -> None:
+               proxy_creds: tuple[str, str] | None = None, gateway: str | None = None,
+               emulate: str | None = None) -> None:
     from pfcompose.sandbox.server import run_sandbox
     user, password = proxy_creds or (None, None)
     async with run_sandbox(state, tls=tls, require_client_cert=require_client_cert,
                            token=token, host=host, port=port,
                            kubeconfig_path=kubeconfig_out, proxy=proxy, proxy_user=user,
-                           proxy_password=password) as sb:
+                           proxy_password=password, gateway=gateway, emulate=emulate) as sb:
         click.echo(f"Sandbox API server listening on {sb.url}")
         if sb.proxy is not None:
             click.echo(f"Sandbox {sb.proxy.kind} proxy listening on "
                        f"{sb.proxy.url(with_password=False)} (kubeconfig proxy-url)")
+        if sb.gateway is not None:
+            click.echo(f"Sandbox {sb.gateway.mode} gateway listening on {sb.gateway.url} "
+                       "(kubeconfig server)")
+        if sb.emulate is not None:
+            click.echo(f"Emulating a {sb.emulate} API server")
         click.echo(f"kubeconfig written to {sb.kubeconfig_path} (context pfcompose-sandbox)")
         for pod in sorted(sb.state.pods.values(), key=lambda p: p.key):
             ports = ", ".join(

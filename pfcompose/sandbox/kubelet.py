@@ -171,6 +171,10 @@ class Kubelet:
         self.faults = faults
         self._conns: set[_Upgraded] = set()
         self._pod_conns: set[_PodConn] = set()
+        self.no_tunnel = False
+        """Play a ≤1.29 cluster: a SPDY-in-WebSocket request reaches the kubelet's channel
+        handler, which answers 400 ``query parameter "port" is required`` (kubectl then
+        falls back to SPDY)."""
 
     # -- entry point ------------------------------------------------------------------
     async def serve(self, request: Request, transport: trio.abc.Stream, trailing: bytes,
@@ -178,6 +182,8 @@ class Kubelet:
         """Answer the upgrade and serve the connection until it ends (or a fault ends it)."""
         h11_request = request.h11_request
         kind = classify_upgrade(h11_request)
+        if kind == "spdy-over-websocket" and self.no_tunnel:
+            kind = "websocket"  # ≤1.29: no tunnel, the kubelet's own WebSocket handler answers
         up = _Upgraded(pod, transport, trio.CancelScope(), kind)
         self._conns.add(up)
         try:

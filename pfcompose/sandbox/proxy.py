@@ -259,7 +259,7 @@ class SandboxProxy:
             if client.buf:
                 await server.send_all(bytes(client.buf))
                 client.buf.clear()
-            await _splice(client.stream, server)
+            await splice(client.stream, server)
         finally:
             await trio.aclose_forcefully(server)
 
@@ -359,12 +359,12 @@ class SandboxProxy:
             if client.buf:
                 await server.send_all(bytes(client.buf))
                 client.buf.clear()
-            await _splice(client.stream, server)
+            await splice(client.stream, server)
         finally:
             await trio.aclose_forcefully(server)
 
 
-async def _splice(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
+async def splice(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     """Copy both ways until both directions ended (half-close passed on)."""
 
     async def copy(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:

@@ -19,6 +19,8 @@ import trio
 from pfcompose.sandbox.apiserver import ApiServer, Request
 from pfcompose.sandbox.backends import Backends
 from pfcompose.sandbox.faults import StreamFaults, handle_admin
+from pfcompose.sandbox.gateway import Gateway, parse_gateway
+from pfcompose.sandbox.handoff import KubeletHandoff
 from pfcompose.sandbox.kubeconfig import write_kubeconfig
 from pfcompose.sandbox.kubelet import Kubelet
 from pfcompose.sandbox.proxy import SandboxProxy
@@ -56,6 +58,11 @@ class Sandbox:
         self._api_done.set()
         self.kubeconfig_path: Path = workdir / "kubeconfig"
         self.proxy: SandboxProxy | None = None
+        self.gateway: Gateway | None = None
+        """A gateway in front of the API server (``--gateway``); the kubeconfig points at it."""
+        self.handoff: KubeletHandoff | None = None
+        """``--emulate 1.36``: WebSocket port-forwards are passed through to the kubelet."""
+        self.emulate: str | None = None
         """The built-in proxy (``--proxy``) in front of the API server, if any."""
 
     # -- addresses ------------------------------------------------------------------
@@ -78,7 +85,8 @@ class Sandbox:
     def write_kubeconfig(self, path: Path | None = None) -> Path:
         """Write a kubeconfig (context ``pfcompose-sandbox``); default: ``kubeconfig_path``."""
         proxy_url = self.proxy.url() if self.proxy is not None else None
-        return write_kubeconfig(path or self.kubeconfig_path, self.url, pki=self.pki,
+        server = self.gateway.url if self.gateway is not None else self.url
+        return write_kubeconfig(path or self.kubeconfig_path, server, pki=self.pki,
                                 token=self.token, proxy_url=proxy_url)
 
     async def start_proxy(self, kind: str, *, username: str | None = None,
@@ -89,6 +97,25 @@ class Sandbox:
         await proxy.start(self._nursery)
         self.proxy = proxy
         return proxy
+
+    async def start_gateway(self, spec: str) -> Gateway:
+        """Put a gateway (``websocket-only``, ``idle=N``) in front of the API server."""
+        mode, idle = parse_gateway(spec)
+        gateway = Gateway(mode, (self.host, self.port), idle=idle, host=self.host, pki=self.pki)
+        await gateway.start(self._nursery)
+        self.gateway = gateway
+        return gateway
+
+    async def set_emulate(self, version: str | None) -> None:
+        """Play another server generation: ``1.29`` (no WebSocket tunnel) or ``1.36``
+        (the API server passes WebSocket port-forwards through to the kubelet)."""
+        if version not in (None, "1.29", "1.36"):
+            raise ValueError(f"emulate must be 1.29 or 1.36, not {version!r}")
+        self.emulate = version
+        self.kubelet.no_tunnel = version == "1.29"
+        if version == "1.36" and self.handoff is None:
+            self.handoff = KubeletHandoff(self)
+            await self.handoff.start(self._nursery)
 
     def proxy_admin(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         """Admin ``/_sandbox/proxy``: counters; POST also sets ``fault``/``times``."""
@@ -158,6 +185,10 @@ class Sandbox:
     # -- hooks for the API server -------------------------------------------------------
     async def portforward(self, request: Request, transport: trio.abc.Stream,
                           trailing: bytes, pod: Pod) -> None:
+        if self.handoff is not None and self.emulate == "1.36" and (
+                request.headers.get("upgrade", "").lower() == "websocket"):
+            await self.handoff.forward(request, transport, trailing, pod)
+            return
         await self.kubelet.serve(request, transport, trailing, pod)
 
     async def admin(self, request: Request) -> tuple[int, Any]:
@@ -266,6 +297,8 @@ async def run_sandbox(
     proxy: str | None = None,
     proxy_user: str | None = None,
     proxy_password: str | None = None,
+    gateway: str | None = None,
+    emulate: str | None = None,
 ) -> AsyncIterator[Sandbox]:
     """Run a sandbox for the duration of the block; the kubeconfig is written on start.
 
@@ -273,6 +306,8 @@ async def run_sandbox(
     kubeconfig and, with ``tls``, the CA and certificates. ``proxy`` (http, https,
     socks5) starts a built-in proxy whose URL the kubeconfig gets as ``proxy-url``;
     ``https`` implies ``tls`` (the proxy's certificate comes from the same CA).
+    ``gateway`` (``websocket-only``, ``idle=SECONDS``) puts a gateway in front (the
+    kubeconfig's server); ``emulate`` (``1.29``, ``1.36``) plays that server generation.
     """
     tls = tls or proxy == "https"
     own_dir = workdir is None
@@ -290,6 +325,9 @@ async def run_sandbox(
             await sb.start_api()
             if proxy is not None:
                 await sb.start_proxy(proxy, username=proxy_user, password=proxy_password)
+            if gateway is not None:
+                await sb.start_gateway(gateway)
+            await sb.set_emulate(emulate)
             sb.write_kubeconfig()
             try:
                 yield sb

@@ -103,7 +103,8 @@ def test_no_proxy_via_env_with_default_port() -> None:
     assert env_proxy_for("https://api.example.com", env) is None
     assert env_proxy_for("https://api.example.com:6443", env) == P
     assert env_proxy_for("https://api.example.com:6443", {**env, "no_proxy": "x"}) == P
-    assert env_proxy_for("https://x.example.com", {"HTTPS_PROXY": P, "no_proxy": "example.com"}) is None
+    env = {"HTTPS_PROXY": P, "no_proxy": "example.com"}
+    assert env_proxy_for("https://x.example.com", env) is None
 
 
 def test_parse_proxy_value() -> None:
