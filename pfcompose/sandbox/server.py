@@ -7,6 +7,7 @@ kubectl), and the fault methods. Leaving the block stops everything it started.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -63,6 +64,11 @@ class Sandbox:
         self.handoff: KubeletHandoff | None = None
         """``--emulate 1.36``: WebSocket port-forwards are passed through to the kubelet."""
         self.emulate: str | None = None
+        self.prefer_h2 = False
+        """TLS: offer ALPN h2 first, as a real kube-apiserver does (and then speak h2 only,
+        which the sandbox cannot: a client that offers h2 gets a SETTINGS frame and EOF)."""
+        self.alpn_seen: list[str | None] = []
+        """The ALPN protocol chosen on each TLS connection."""
         """The built-in proxy (``--proxy``) in front of the API server, if any."""
 
     # -- addresses ------------------------------------------------------------------
@@ -156,6 +162,8 @@ class Sandbox:
         transport: trio.abc.Stream = stream
         if self.pki is not None:
             ctx = self.pki.server_context(require_client_cert=self.require_client_cert)
+            if self.prefer_h2:
+                ctx.set_alpn_protocols(["h2", "http/1.1"])
             tls = trio.SSLStream(stream, ctx, server_side=True, https_compatible=True)
             try:
                 with trio.fail_after(10):
@@ -164,6 +172,14 @@ class Sandbox:
                 await trio.aclose_forcefully(stream)
                 return
             transport = tls
+            self.alpn_seen.append(tls.selected_alpn_protocol())
+            if tls.selected_alpn_protocol() == "h2":
+                # what a Go h2 server sends first (an empty SETTINGS frame); an HTTP/1.1
+                # request cannot be answered on this connection
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await tls.send_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                await trio.aclose_forcefully(tls)
+                return
         await self.api.handle(transport)
 
     async def stop_api(self) -> None:

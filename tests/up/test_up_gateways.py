@@ -166,3 +166,33 @@ async def test_new_server_passes_the_websocket_to_the_kubelet(
         async with kubectl_port_forward(sb.kubeconfig_path, "pod/echo", ":5000") as fwd:
             assert await echo_round_trip(fwd.local_ports[0], b"kubectl") == b"kubectl"
         assert handoff.handoffs == seen + 1
+
+
+@pytest.mark.parametrize("transport", ["auto", "spdy", "websocket"])
+async def test_alpn_offers_http11_only_to_a_server_that_prefers_h2(
+    tmp_path: Path, transport: str
+) -> None:
+    """A kube-apiserver picks h2 when the client offers it, and an upgrade cannot run
+    over h2: every pfcompose connection (REST, watch, upgrades) offers http/1.1 only."""
+    import ssl
+
+    async with run_sandbox(_state(), tls=True) as sb:
+        sb.prefer_h2 = True
+        assert sb.pki is not None
+        # control: a client offering h2 gets h2 (so the check below can fail)
+        ctx = sb.pki.client_context()
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        tcp = await trio.open_tcp_stream(sb.host, sb.port)
+        tls = trio.SSLStream(tcp, ctx, server_hostname=sb.host)
+        await tls.do_handshake()
+        assert tls.selected_alpn_protocol() == "h2"
+        await trio.aclose_forcefully(tls)
+        assert sb.alpn_seen == ["h2"]
+        async with running_up(sb, tmp_path, _file(transport)) as (supervisor, events):
+            await events.ready("e")
+            port = local_port(supervisor, "e")
+            half = transport != "websocket"
+            assert await echo_round_trip(port, b"h1", half_close=half) == b"h1"
+        assert len(sb.alpn_seen) >= 3
+        assert sb.alpn_seen[1:] == ["http/1.1"] * (len(sb.alpn_seen) - 1)
+        assert ssl.HAS_ALPN
