@@ -201,7 +201,11 @@ async def test_a_proxy_that_refuses_everything_is_one_line(tmp_path: Path) -> No
         assert "403 Forbidden" in event.message
 
 
+@pytest.mark.kubectl
+@requires_kubectl
 async def test_auto_falls_back_when_the_proxy_strips_websocket_upgrades(tmp_path: Path) -> None:
+    """An inspecting proxy drops ``Upgrade: websocket``: the API server sees a plain GET
+    and answers 400; pfcompose's auto and kubectl both go on with SPDY."""
     async with run_sandbox(_state(), proxy="http") as sb:
         proxy = sb.proxy
         assert proxy is not None
@@ -213,3 +217,43 @@ async def test_auto_falls_back_when_the_proxy_strips_websocket_upgrades(tmp_path
             note = ready.data.get("fallback")
             assert isinstance(note, str) and "400" in note
             assert await echo_round_trip(local_port(supervisor, "e"), b"x") == b"x"
+            stripped, mark = proxy.counters.stripped, len(_portforwards(sb))
+            async with kubectl_port_forward(sb.kubeconfig_path, "pod/echo", ":5000") as fwd:
+                assert await echo_round_trip(fwd.local_ports[0], b"k") == b"k"
+            assert proxy.counters.stripped == stripped + 1
+            assert _portforwards(sb)[mark:] == ["GET", "POST"]
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+async def test_socks_names_only_the_proxy_can_resolve(
+    tmp_path: Path, scheme: str, transport: str
+) -> None:
+    """socks5h: the proxy resolves the server's name; socks5: resolved here first, and
+    when that fails, by the proxy (Go's client always lets the proxy resolve)."""
+    async with run_sandbox(_state(), proxy="socks5") as sb:
+        assert sb.proxy is not None
+        kubeconfig = tmp_path / "kubeconfig"
+        config = kubeconfig_dict(f"http://pfcompose-sandbox.test:{sb.port}",
+                                 proxy_url=sb.proxy.url().replace("socks5", scheme, 1))
+        kubeconfig.write_text(yaml.safe_dump(config))
+        text = FILE + f"    transport: {transport}\n"
+        async with running_up(sb, tmp_path, text, loader=_env_loader(kubeconfig, {})) as (
+            supervisor,
+            events,
+        ):
+            await events.ready("e")
+            port = local_port(supervisor, "e")
+            half = transport != "websocket"
+            assert await echo_round_trip(port, b"by name", half_close=half) == b"by name"
+        assert sb.proxy.counters.remote_dns >= 2  # the pod lookup and the upgrade(s)
+
+
+async def test_socks5_sends_an_address_it_could_resolve(tmp_path: Path) -> None:
+    async with run_sandbox(_state(), proxy="socks5") as sb:
+        assert sb.proxy is not None
+        access = load_access_sync(str(sb.kubeconfig_path), None, environ={})
+        async with running_up(sb, tmp_path, FILE) as (_, events):
+            await events.ready("e")
+        assert access.endpoint.proxy is not None and access.endpoint.proxy.scheme == "socks5"
+        assert sb.proxy.counters.tunnels >= 2 and sb.proxy.counters.remote_dns == 0
