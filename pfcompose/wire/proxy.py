@@ -164,7 +164,7 @@ async def _socks(proxy: Proxy, host: str, port: int) -> trio.SocketStream:
     except SocksError as exc:
         code = getattr(exc, "error_code", None)
         raise ProxyError(
-            f"proxy {proxy.url} refused the connection to {_authority(host, port)}: {exc}",
+            f"proxy {proxy.url} did not open a tunnel to {_authority(host, port)}: {exc}",
             status=code if isinstance(code, int) else None,
         ) from None
     except OSError as exc:  # python-socks' ProxyConnectionError is an OSError

@@ -151,11 +151,11 @@ PATH = "/api/v1/namespaces/default/pods/echo/portforward"
 @pytest.mark.parametrize(
     ("fault", "answer"),
     [
-        ("refuse-403", {"http": "refused CONNECT", "socks5": "refused the connection"}),
+        ("refuse-403", {"http": "refused CONNECT", "socks5": "did not open a tunnel"}),
         ("refuse-407", {"http": "407 Proxy Authentication Required",
-                        "socks5": "refused the connection"}),
+                        "socks5": "did not open a tunnel"}),
         ("close", {"http": "closed the connection during CONNECT",
-                   "socks5": "refused the connection"}),
+                   "socks5": "did not open a tunnel"}),
     ],
 )
 async def test_auto_falls_back_when_the_proxy_breaks_the_first_tunnel(
@@ -257,3 +257,20 @@ async def test_socks5_sends_an_address_it_could_resolve(tmp_path: Path) -> None:
             await events.ready("e")
         assert access.endpoint.proxy is not None and access.endpoint.proxy.scheme == "socks5"
         assert sb.proxy.counters.tunnels >= 2 and sb.proxy.counters.remote_dns == 0
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", "socks5"])
+async def test_an_unreachable_proxy_is_one_line(scheme: str) -> None:
+    from pfcompose.wire.endpoint import Endpoint, open_transport
+    from pfcompose.wire.proxy import ProxyError, parse_proxy_url
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    proxy = parse_proxy_url(f"{scheme}://u:secret@127.0.0.1:{port}")
+    with pytest.raises(ProxyError) as info:
+        await open_transport(Endpoint("127.0.0.1", 1, proxy=proxy))
+    message = str(info.value)
+    assert message.startswith(f"cannot reach proxy {scheme}://u:xxxxx@127.0.0.1:{port}: ")
+    assert "secret" not in message and "\n" not in message
