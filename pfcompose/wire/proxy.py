@@ -20,6 +20,7 @@ Credentials in a proxy URL never appear in a message: :func:`redact` (Go's
 from __future__ import annotations
 
 import base64
+import os
 import ssl
 from dataclasses import dataclass, field
 
@@ -81,6 +82,21 @@ def parse_proxy_url(url: str) -> Proxy:
     (the URL redacted) when it is not one pfcompose (and client-go) can use."""
     scheme, host, port, username, password = split_proxy_url(url)
     return Proxy(scheme, host, port, username, password)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The system's words for the first errno in the cause chain (``Connection refused``)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and isinstance(seen.errno, int):
+            return os.strerror(seen.errno)
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
+            seen = seen.exceptions[0]  # trio: one error per address tried
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return str(exc)
 
 
 def _authority(host: str, port: int) -> str:
@@ -168,7 +184,7 @@ async def _socks(proxy: Proxy, host: str, port: int) -> trio.SocketStream:
             status=code if isinstance(code, int) else None,
         ) from None
     except OSError as exc:  # python-socks' ProxyConnectionError is an OSError
-        raise ProxyError(f"cannot reach proxy {proxy.url}: {exc.strerror or exc}") from None
+        raise ProxyError(f"cannot reach proxy {proxy.url}: {_os_reason(exc)}") from None
     tcp = connected.trio_stream
     assert isinstance(tcp, trio.SocketStream)
     return tcp
@@ -191,7 +207,7 @@ async def open_tunnel(
     try:
         tcp = await trio.open_tcp_stream(proxy.host, proxy.port)
     except OSError as exc:
-        raise ProxyError(f"cannot reach proxy {proxy.url}: {exc.strerror or exc}") from None
+        raise ProxyError(f"cannot reach proxy {proxy.url}: {_os_reason(exc)}") from None
     tune_socket(tcp)
     stream: trio.abc.Stream = tcp
     try:
