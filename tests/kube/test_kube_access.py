@@ -357,9 +357,36 @@ def test_missing_cluster(tmp_path: Path) -> None:
     )
 
 
-def test_proxy_url_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path / "c", kubeconfig(cluster={"proxy-url": "http://proxy:3128"}))
-    assert error(path) == "proxy-url is not supported yet (context dev)"
+def test_proxy_url_becomes_the_endpoint_proxy(tmp_path: Path) -> None:
+    url = "socks5h://alice:p%40ss@jump.corp:1080"
+    path = write(tmp_path / "c", kubeconfig(cluster={"proxy-url": url}))
+    proxy = load(path).endpoint.proxy
+    assert proxy is not None
+    assert (proxy.scheme, proxy.host, proxy.port) == ("socks5h", "jump.corp", 1080)
+    assert (proxy.username, proxy.password) == ("alice", "p@ss")
+    assert "p@ss" not in repr(load(path)) and "p%40ss" not in repr(load(path).endpoint)
+    # proxy-url wins over the environment, which is used only without it (and never
+    # for a loopback server, as Go)
+    assert load_access_sync(write(tmp_path / "l", kubeconfig()), None,
+                            environ={"HTTPS_PROXY": "proxy.corp:3128"}).endpoint.proxy is None
+    env_path = write(tmp_path / "d", kubeconfig(cluster={"server": "https://api.corp:6443"}))
+    access = load_access_sync(env_path, None, environ={"HTTPS_PROXY": "proxy.corp:3128"})
+    assert access.endpoint.proxy is not None and access.endpoint.proxy.url == (
+        "http://proxy.corp:3128")
+    access = load_access_sync(env_path, None, environ={"HTTPS_PROXY": "proxy.corp:3128",
+                                                       "NO_PROXY": ".corp"})
+    assert access.endpoint.proxy is None
+    access = load_access_sync(path, None, environ={"HTTPS_PROXY": "proxy.corp:3128"})
+    assert access.endpoint.proxy is not None and access.endpoint.proxy.host == "jump.corp"
+
+
+def test_bad_proxy_url_is_one_line_without_the_password(tmp_path: Path) -> None:
+    path = write(tmp_path / "c", kubeconfig(cluster={"proxy-url": "ftp://bob:hunter2@p:21"}))
+    message = error(path)
+    assert message == (
+        'cluster "dev-cluster" proxy-url: proxy URL \'ftp://bob:xxxxx@p:21\': '
+        "scheme must be one of http, https, socks5, socks5h"
+    )
 
 
 def test_missing_kubeconfig_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
