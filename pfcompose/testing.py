@@ -220,11 +220,16 @@ def kubectl_env(home: Path, *, websockets: bool = True,
 
 
 async def run_kubectl(kubeconfig: Path, *args: str, timeout: float = 30.0,
-                      websockets: bool = True) -> subprocess.CompletedProcess[bytes]:
-    """``kubectl --kubeconfig … --cache-dir … ARGS`` with a time limit; never raises on exit≠0."""
+                      websockets: bool = True,
+                      kubectl: str | os.PathLike[str] = KUBECTL,
+                      ) -> subprocess.CompletedProcess[bytes]:
+    """``kubectl --kubeconfig … --cache-dir … ARGS`` with a time limit; never raises on exit≠0.
+
+    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.testing_kubectl`).
+    """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
     try:
-        cmd = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
+        cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
                *args]
         with trio.fail_after(timeout):
             return await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
@@ -291,15 +296,16 @@ async def kubectl_port_forward(
     kubeconfig: Path, target: str, *ports: str, websockets: bool = True,
     namespace: str | None = None, addresses: Sequence[str] = ("localhost",),
     timeout: float = STARTUP_TIMEOUT, extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, kubectl: str | os.PathLike[str] = KUBECTL,
 ) -> AsyncIterator[KubectlForward]:
     """Run ``kubectl port-forward TARGET PORTS…``; yield once every listener is up.
 
     Readiness = one ``Forwarding from`` line per (port, address) — ``localhost``
     counts twice (127.0.0.1 and ::1). kubectl is killed when the block ends.
+    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.testing_kubectl`).
     """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
-    cmd = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
+    cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
            "port-forward", target, *ports, "--address", ",".join(addresses), *extra_args]
     if namespace:
         cmd += ["-n", namespace]
