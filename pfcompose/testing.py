@@ -209,18 +209,23 @@ class _ProcessContext:
 
 # -- kubectl ------------------------------------------------------------------------------
 
-def kubectl_env(home: Path, *, websockets: bool = True,
+def kubectl_env(home: Path, *, websockets: bool | None = True,
                 extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for kubectl: private HOME, no KUBECONFIG leak, transport switch."""
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG",)}
+    """Environment for kubectl: private HOME, no KUBECONFIG leak, transport switch.
+
+    ``websockets=None`` leaves ``KUBECTL_PORT_FORWARD_WEBSOCKETS`` unset: kubectl's default.
+    """
+    switch = "KUBECTL_PORT_FORWARD_WEBSOCKETS"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", switch)}
     env["HOME"] = str(home)
-    env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if websockets else "false"
+    if websockets is not None:
+        env[switch] = "true" if websockets else "false"
     env.update(extra or {})
     return env
 
 
 async def run_kubectl(kubeconfig: Path, *args: str, timeout: float = 30.0,
-                      websockets: bool = True,
+                      websockets: bool | None = True,
                       kubectl: str | os.PathLike[str] = KUBECTL,
                       ) -> subprocess.CompletedProcess[bytes]:
     """``kubectl --kubeconfig … --cache-dir … ARGS`` with a time limit; never raises on exit≠0.
@@ -293,7 +298,7 @@ class KubectlForward:
 
 @asynccontextmanager
 async def kubectl_port_forward(
-    kubeconfig: Path, target: str, *ports: str, websockets: bool = True,
+    kubeconfig: Path, target: str, *ports: str, websockets: bool | None = True,
     namespace: str | None = None, addresses: Sequence[str] = ("localhost",),
     timeout: float = STARTUP_TIMEOUT, extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None, kubectl: str | os.PathLike[str] = KUBECTL,
