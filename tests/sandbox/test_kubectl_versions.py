@@ -256,3 +256,28 @@ async def test_tls_client_cert_and_token(layer_kubectl: tuple[int, Path]) -> Non
                              kubectl=kubectl) as fwd,
     ):
         assert await round_trip(fwd.local_ports[0], b"over tls") == b"over tls"
+
+
+async def test_waits_for_a_pod_through_watch(sandbox: Sandbox,
+                                             layer_kubectl: tuple[int, Path]) -> None:
+    """No pod behind the service yet: kubectl watches, and forwards once one appears."""
+    from pfcompose.sandbox.state import Behaviour, ContainerPort, Pod, Service, ServicePort
+
+    _, kubectl = layer_kubectl
+    sandbox.state.add_service(Service("later", selector={"app": "later"},
+                                      ports=[ServicePort(80, 5000)]))
+
+    async def add_pod_once_watched() -> None:
+        target = await sandbox.api.wait_for_request(lambda _, t: "watch=true" in t)
+        assert "labelSelector=app%3Dlater" in target
+        await sandbox.add_pod(Pod("later-1", labels={"app": "later"},
+                                  ports=[ContainerPort(5000, serve=Behaviour("echo"))]))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(add_pod_once_watched)
+            async with kubectl_port_forward(sandbox.kubeconfig_path, "svc/later", ":80",
+                                            websockets=None, kubectl=kubectl) as fwd:
+                assert await round_trip(fwd.local_ports[0], b"late") == b"late"
+    watches = [t for _, t in sandbox.api.requests if "watch=true" in t]
+    assert len(watches) == 1, watches
