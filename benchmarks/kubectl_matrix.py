@@ -53,6 +53,15 @@ TARGETS = {"pod": ("pod/echo", ":5000"), "svc": ("svc/echo-svc", ":80"),
 TRANSPORTS = {"spdy": False, "tunnel": True}
 GETS = {"get": ("get", "pods,services,deployments"),
         "describe": ("describe", "pod/echo")}
+SCENARIOS = {
+    "default": "KUBECTL_PORT_FORWARD_WEBSOCKETS unset: the transport kubectl picks",
+    "vs-1.29": "tunnel asked, `--emulate 1.29` server (no tunnel): kubectl falls back to SPDY",
+    "vs-1.36": "tunnel asked, `--emulate 1.36` server (WebSocket passed through to the kubelet)",
+    "ws-gateway": "default transport behind `--gateway websocket-only` (SPDY refused, 403)",
+    "tls+token": "default transport, `--tls --require-client-cert --token`",
+    "pod-killed": "pod deleted mid-forward: kubectl exits 1, `error: lost connection to pod`",
+    "watch": "svc/ with no pod yet: kubectl watches, forwards once one appears",
+}
 
 
 @dataclass
@@ -105,8 +114,93 @@ async def forward_cell(sb: Sandbox, kubectl: Path, target: str, port: str,
     return "ok", f"{len(payload)} bytes round trip over {'tunnel' if used_tunnel else 'SPDY'}"
 
 
+def transport_of(sb: Sandbox, before: int) -> str:
+    """The transports of the port-forward requests since ``before``: POST = SPDY, GET = tunnel."""
+    methods = [m for m, t in sb.api.requests[before:]
+               if t.split("?")[0].endswith("/portforward")]
+    return "+".join({"GET": "tunnel", "POST": "spdy"}.get(m, m) for m in methods) or "none"
+
+
+async def simple_forward(sb: Sandbox, kubectl: Path, target: str, port: str,
+                         websockets: bool | None) -> str:
+    """Forward, send 64 KiB, check it returns; the transport(s) used, or raise."""
+    before = len(sb.api.requests)
+    payload = os.urandom(64 * 1024)
+    with trio.fail_after(30):
+        async with kubectl_port_forward(sb.kubeconfig_path, target, port,
+                                        websockets=websockets, kubectl=kubectl) as fwd:
+            got = await round_trip(fwd.local_ports[0], payload)
+    if got != payload:
+        raise RuntimeError(f"{len(got)} of {len(payload)} bytes came back")
+    return transport_of(sb, before)
+
+
+async def scenario(name: str, kubectl: Path, minor: int) -> tuple[str, str]:
+    """(cell, detail) of one SCENARIOS entry; the cell names the transport that worked."""
+    state = State.from_dict(STATE)
+    if name == "default":
+        async with run_sandbox(state) as sb:
+            used = await simple_forward(sb, kubectl, "pod/echo", ":5000", None)
+        return used, f"worked over {used}"
+    if name in ("vs-1.29", "vs-1.36"):
+        async with run_sandbox(state, emulate=name[3:]) as sb:
+            used = await simple_forward(sb, kubectl, "deploy/web", ":5000", True)
+        return used, f"worked over {used}"
+    if name == "ws-gateway":
+        async with run_sandbox(state, gateway="websocket-only") as sb:
+            try:
+                used = await simple_forward(sb, kubectl, "pod/echo", ":5000", None)
+            except RuntimeError as e:
+                return "refused", (str(e).strip().splitlines() or ["failed"])[-1]
+        return used, f"worked over {used}"
+    if name == "tls+token":
+        async with run_sandbox(state, tls=True, require_client_cert=True, token="t") as sb:
+            used = await simple_forward(sb, kubectl, "svc/echo-svc", ":80", None)
+        return used, f"worked over {used}"
+    if name == "pod-killed":
+        async with run_sandbox(state) as sb:
+            with trio.fail_after(30):
+                async with kubectl_port_forward(sb.kubeconfig_path, "pod/echo", ":5000",
+                                                websockets=None, kubectl=kubectl) as fwd:
+                    if await round_trip(fwd.local_ports[0], b"x") != b"x":
+                        return "fail", "no echo before the kill"
+                    await sb.kill_pod("echo")
+                    status, _, err = await fwd.wait_exit()
+            last = (err.splitlines() or [""])[-1]
+            ok = status == 1 and last == "error: lost connection to pod"
+            return ("ok" if ok else "fail"), f"exit {status}: {last}"
+    if name == "watch":
+        from pfcompose.sandbox.state import Behaviour, ContainerPort, Pod, Service, ServicePort
+
+        async with run_sandbox(state) as sb:
+            sb.state.add_service(Service("later", selector={"app": "later"},
+                                         ports=[ServicePort(80, 5000)]))
+
+            async def add_pod_once_watched() -> None:
+                await sb.api.wait_for_request(lambda _, t: "watch=true" in t)
+                await sb.add_pod(Pod("later-1", labels={"app": "later"},
+                                     ports=[ContainerPort(5000, serve=Behaviour("echo"))]))
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(add_pod_once_watched)
+                    used = await simple_forward(sb, kubectl, "svc/later", ":80", None)
+        return "ok", f"worked over {used} after a watch"
+    raise ValueError(name)
+
+
 async def measure(minor: int, kubectl: Path, out: list[str]) -> Row:
     row = Row(minor, client_version(kubectl))
+    for name in SCENARIOS:
+        try:
+            row.cells[name], detail = await scenario(name, kubectl, minor)
+        except (RuntimeError, OSError, trio.TooSlowError) as e:
+            row.cells[name] = "fail"
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        if row.cells[name] == "fail":
+            row.errors[name] = detail
+        out.append(f"{row.version} {name}: {row.cells[name]} ({detail})")
+        print(out[-1], file=sys.stderr, flush=True)
     async with run_sandbox(State.from_dict(STATE)) as sb:
         for name, args in GETS.items():
             r = await run_kubectl(sb.kubeconfig_path, *args, kubectl=kubectl)
@@ -120,20 +214,31 @@ async def measure(minor: int, kubectl: Path, out: list[str]) -> Row:
             for transport, ws in TRANSPORTS.items():
                 key = f"{tname}/{transport}"
                 row.cells[key], detail = await forward_cell(sb, kubectl, target, port, ws)
-                if row.cells[key] != "ok":
+                if row.cells[key] == "fail":
                     row.errors[key] = detail
                 out.append(f"{row.version} {key}: {row.cells[key]} ({detail})")
                 print(out[-1], file=sys.stderr, flush=True)
     return row
 
 
-def markdown(rows: list[Row]) -> str:
-    cols = list(GETS) + [f"{t}/{x}" for t in TARGETS for x in TRANSPORTS]
+def table(rows: list[Row], cols: list[str]) -> list[str]:
     lines = ["| kubectl | " + " | ".join(cols) + " |",
              "|---------|" + "|".join("-" * (len(c) + 2) for c in cols) + "|"]
     for r in rows:
         lines.append(f"| {r.version or f'1.{r.minor} (not fetched)'} | "
                      + " | ".join(r.cells.get(c, "-") for c in cols) + " |")
+    return lines
+
+
+def markdown(rows: list[Row]) -> str:
+    """The two tables docs/sandbox.md carries, and what the scenario columns mean."""
+    core = list(GETS) + [f"{t}/{x}" for t in TARGETS for x in TRANSPORTS]
+    lines = [*table(rows, core), "", *table(rows, list(SCENARIOS)), ""]
+    lines += [f"* `{name}`: {text}" for name, text in SCENARIOS.items()]
+    failures = [f"* {r.version or f'1.{r.minor}'} {c}: {e}" for r in rows
+                for c, e in r.errors.items()]
+    if failures:
+        lines += ["", "Failures:", *failures]
     return "\n".join(lines)
 
 

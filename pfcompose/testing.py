@@ -234,8 +234,8 @@ async def run_kubectl(kubeconfig: Path, *args: str, timeout: float = 30.0,
     """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
     try:
-        cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
-               *args]
+        cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig),
+               "--cache-dir", str(home / "cache"), *args]
         with trio.fail_after(timeout):
             return await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
                                           check=False, env=kubectl_env(home,

