@@ -1,7 +1,8 @@
 """``python -m benchmarks.kubectl_matrix``: kubectl 1.28 … 1.37 against the sandbox.
 
 For each layer package (pfcompose.testing_kubectl) it runs, against a fresh
-in-process sandbox, ``kubectl get`` / ``describe`` of the port-forward targets and
+in-process sandbox, ``kubectl get`` / ``describe`` of the port-forward targets,
+``kubectl wait`` / ``rollout status`` (what scripts run before a forward) and
 ``kubectl port-forward`` to pod/, svc/ and deploy/ once over SPDY
 (``KUBECTL_PORT_FORWARD_WEBSOCKETS=false``) and once asking for the WebSocket tunnel
 (``=true``), sending bytes through each forward and checking they come back. The
@@ -52,7 +53,10 @@ TARGETS = {"pod": ("pod/echo", ":5000"), "svc": ("svc/echo-svc", ":80"),
            "deploy": ("deploy/web", ":5000")}
 TRANSPORTS = {"spdy": False, "tunnel": True}
 GETS = {"get": ("get", "pods,services,deployments"),
-        "describe": ("describe", "pod/echo")}
+        "describe": ("describe", "pod/echo", "svc/echo-svc", "deploy/web"),
+        "wait": ("wait", "--for=condition=Ready", "pod/echo", "--timeout=10s"),
+        "rollout": ("rollout", "status", "deploy/web", "--timeout=10s")}
+"""kubectl commands around a port-forward; ok = exit 0 and nothing on stderr."""
 SCENARIOS = {
     "default": "KUBECTL_PORT_FORWARD_WEBSOCKETS unset: the transport kubectl picks",
     "vs-1.29": "tunnel asked, `--emulate 1.29` server (no tunnel): kubectl falls back to SPDY",
@@ -203,11 +207,19 @@ async def measure(minor: int, kubectl: Path, out: list[str]) -> Row:
         print(out[-1], file=sys.stderr, flush=True)
     async with run_sandbox(State.from_dict(STATE)) as sb:
         for name, args in GETS.items():
-            r = await run_kubectl(sb.kubeconfig_path, *args, kubectl=kubectl)
-            row.cells[name] = "ok" if r.returncode == 0 and not r.stderr.strip() else "fail"
-            if row.cells[name] != "ok":
-                row.errors[name] = (r.stderr.decode(errors="replace").strip().splitlines()
-                                    or [f"exit {r.returncode}"])[-1]
+            t0 = time.monotonic()
+            try:
+                r = await run_kubectl(sb.kubeconfig_path, *args, kubectl=kubectl)
+            except trio.TooSlowError:
+                row.cells[name], row.errors[name] = "fail", "did not finish in 30 s"
+            else:
+                ok = r.returncode == 0 and not r.stderr.strip()
+                row.cells[name] = "ok" if ok else "fail"
+                if not ok:
+                    row.errors[name] = (r.stderr.decode(errors="replace").strip().splitlines()
+                                        or [f"exit {r.returncode}"])[-1]
+                elif time.monotonic() - t0 > 5:  # a wait that only its --timeout ended
+                    row.cells[name], row.errors[name] = "fail", "took over 5 s"
             out.append(f"{row.version} {name}: {row.cells[name]} {row.errors.get(name, '')}")
             print(out[-1], file=sys.stderr, flush=True)
         for tname, (target, port) in TARGETS.items():
