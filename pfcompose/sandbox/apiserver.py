@@ -1,10 +1,11 @@
 """The emulated API server: HTTP/1.1 (h11) on trio, keep-alive, JSON, chunked WATCH.
 
 It routes what kubectl asks when it port-forwards (§10.1): ``/version``, legacy
-discovery, GET/LIST/WATCH of pods, GET/LIST of services, namespaces and apps/v1
-workloads, and the ``pods/NAME/portforward`` upgrade, which it hands to the
-kubelet emulation with the socket (the real API server proxies bytes; here the
-"kubelet" is in the same process). ``/_sandbox/`` is the fault-injection API.
+discovery, GET/LIST/WATCH of pods (watch-list too), GET/LIST of services and
+namespaces, GET/LIST/WATCH of apps/v1 workloads, and the ``pods/NAME/portforward``
+upgrade, which it hands to the kubelet emulation with the socket (the real API
+server proxies bytes; here the "kubelet" is in the same process). ``/_sandbox/``
+is the fault-injection API.
 """
 
 from __future__ import annotations

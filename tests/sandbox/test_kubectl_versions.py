@@ -299,3 +299,12 @@ async def test_waits_for_a_pod_through_watch(sandbox: Sandbox,
                 assert await round_trip(fwd.local_ports[0], b"late") == b"late"
     watches = [t for _, t in sandbox.api.requests if "watch=true" in t]
     assert len(watches) == 1, watches
+
+
+def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(KubectlFetchError) as info:
+        fetch_kubectl(OLDEST, cache=blocker)
+    assert str(info.value).startswith(f"cannot write {blocker / f'v{OLDEST}'}: ")
+    assert "\n" not in str(info.value)
