@@ -209,23 +209,33 @@ class _ProcessContext:
 
 # -- kubectl ------------------------------------------------------------------------------
 
-def kubectl_env(home: Path, *, websockets: bool = True,
+def kubectl_env(home: Path, *, websockets: bool | None = True,
                 extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for kubectl: private HOME, no KUBECONFIG leak, transport switch."""
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG",)}
+    """Environment for kubectl: private HOME, no KUBECONFIG leak, transport switch.
+
+    ``websockets=None`` leaves ``KUBECTL_PORT_FORWARD_WEBSOCKETS`` unset: kubectl's default.
+    """
+    switch = "KUBECTL_PORT_FORWARD_WEBSOCKETS"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", switch)}
     env["HOME"] = str(home)
-    env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if websockets else "false"
+    if websockets is not None:
+        env[switch] = "true" if websockets else "false"
     env.update(extra or {})
     return env
 
 
 async def run_kubectl(kubeconfig: Path, *args: str, timeout: float = 30.0,
-                      websockets: bool = True) -> subprocess.CompletedProcess[bytes]:
-    """``kubectl --kubeconfig … --cache-dir … ARGS`` with a time limit; never raises on exit≠0."""
+                      websockets: bool | None = True,
+                      kubectl: str | os.PathLike[str] = KUBECTL,
+                      ) -> subprocess.CompletedProcess[bytes]:
+    """``kubectl --kubeconfig … --cache-dir … ARGS`` with a time limit; never raises on exit≠0.
+
+    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.testing_kubectl`).
+    """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
     try:
-        cmd = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
-               *args]
+        cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig),
+               "--cache-dir", str(home / "cache"), *args]
         with trio.fail_after(timeout):
             return await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
                                           check=False, env=kubectl_env(home,
@@ -288,18 +298,19 @@ class KubectlForward:
 
 @asynccontextmanager
 async def kubectl_port_forward(
-    kubeconfig: Path, target: str, *ports: str, websockets: bool = True,
+    kubeconfig: Path, target: str, *ports: str, websockets: bool | None = True,
     namespace: str | None = None, addresses: Sequence[str] = ("localhost",),
     timeout: float = STARTUP_TIMEOUT, extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, kubectl: str | os.PathLike[str] = KUBECTL,
 ) -> AsyncIterator[KubectlForward]:
     """Run ``kubectl port-forward TARGET PORTS…``; yield once every listener is up.
 
     Readiness = one ``Forwarding from`` line per (port, address) — ``localhost``
     counts twice (127.0.0.1 and ::1). kubectl is killed when the block ends.
+    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.testing_kubectl`).
     """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
-    cmd = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
+    cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
            "port-forward", target, *ports, "--address", ",".join(addresses), *extra_args]
     if namespace:
         cmd += ["-n", namespace]

@@ -1,10 +1,11 @@
 """The emulated API server: HTTP/1.1 (h11) on trio, keep-alive, JSON, chunked WATCH.
 
 It routes what kubectl asks when it port-forwards (§10.1): ``/version``, legacy
-discovery, GET/LIST/WATCH of pods, GET/LIST of services, namespaces and apps/v1
-workloads, and the ``pods/NAME/portforward`` upgrade, which it hands to the
-kubelet emulation with the socket (the real API server proxies bytes; here the
-"kubelet" is in the same process). ``/_sandbox/`` is the fault-injection API.
+discovery, GET/LIST/WATCH of pods (watch-list too), GET/LIST of services and
+namespaces, GET/LIST/WATCH of apps/v1 workloads, and the ``pods/NAME/portforward``
+upgrade, which it hands to the kubelet emulation with the socket (the real API
+server proxies bytes; here the "kubelet" is in the same process). ``/_sandbox/``
+is the fault-injection API.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 import trio
 
-from pfcompose.config.selector import SelectorError, parse_selector
+from pfcompose.config.selector import SelectorError, matches, parse_selector
 from pfcompose.sandbox import discovery, objects
 from pfcompose.sandbox.state import Pod, State
 
@@ -84,6 +85,8 @@ _APPS_NS = re.compile(
     r"(?:/(?P<name>[^/]+))?$"
 )
 _APPS_ALL = re.compile(r"^/apis/apps/v1/(?P<res>deployments|statefulsets|replicasets)$")
+_APPS_KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet",
+               "replicasets": "ReplicaSet"}
 _NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
 
 
@@ -312,20 +315,57 @@ class ApiServer:
     # -- watch ------------------------------------------------------------------------
     async def _watch(self, conn: h11.Connection, transport: trio.abc.Stream,
                      request: Request) -> bool:
+        """WATCH pods (live events) or apps/v1 workloads (their objects, no changes).
+
+        ``sendInitialEvents=true`` (client-go's watch-list, kubectl ≥1.35's reflectors:
+        ``kubectl wait``, ``rollout status``) gets ADDED for every current match, then
+        the BOOKMARK annotated ``k8s.io/initial-events-end`` that the client waits for.
+        """
+        state = self.hooks.state
         m = _NS_RES.match(request.path) or _ALL_RES.match(request.path)
-        if not m or m["res"] != "pods" or m.groupdict().get("name"):
+        apps = _APPS_NS.match(request.path) or _APPS_ALL.match(request.path)
+        if m and m["res"] == "pods" and not m.groupdict().get("name"):
+            kind, api_version, ns = "Pod", "v1", m.groupdict().get("ns")
+        elif apps and not apps.groupdict().get("name"):
+            kind, api_version, ns = _APPS_KINDS[apps["res"]], "apps/v1", apps.groupdict().get("ns")
+        else:
             raise _Reply(405, objects.status_json(
                 405, "the server does not allow this method on the requested resource"))
-        ns = m.groupdict().get("ns")
         selector = self._selector(request)
         since = request.q("resourceVersion")
-        state = self.hooks.state
-        watcher = state.watch(ns, selector, int(since) if since.isdigit() else None)
+        since_rv = int(since) if since.isdigit() else None
+        initial_events = request.q("sendInitialEvents") == "true"
+        start_rv = state.resource_version
+        watcher = None
+        workloads: list[dict[str, Any]] = []
+        if kind == "Pod":
+            watcher = state.watch(ns, selector, None if initial_events else since_rv)
+            pending = watcher.receive.statistics().current_buffer_used if initial_events else 0
+        else:
+            parsed = parse_selector(selector)
+            if initial_events or not since_rv:
+                workloads = [
+                    objects.workload_json(w, self._live(w.namespace, w.selector_string))
+                    for w in sorted(state.workloads.values(), key=lambda w: (w.namespace, w.name))
+                    if w.kind == kind.lower() and (ns is None or w.namespace == ns)
+                    and matches(parsed, w.labels)
+                    and _object_field_match(request.q("fieldSelector"), w.name, w.namespace)
+                ]
+            pending = 0
+        bookmark = {"type": "BOOKMARK", "object": {
+            "kind": kind, "apiVersion": api_version,
+            "metadata": {"resourceVersion": str(start_rv),
+                         "annotations": {"k8s.io/initial-events-end": "true"}}}}
         timeout = float(request.q("timeoutSeconds") or "inf")
         headers = [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked"),
                    ("Cache-Control", "no-cache, private")]
         await transport.send_all(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
         client_gone = False
+
+        async def send(doc: dict[str, Any]) -> None:
+            line = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+            await transport.send_all(conn.send(h11.Data(data=line)) or b"")
+
         try:
             async with trio.open_nursery() as nursery:
 
@@ -341,15 +381,25 @@ class ApiServer:
 
                 nursery.start_soon(detect_close)
                 with trio.move_on_after(timeout):
-                    async for event in watcher.receive:
-                        if not _field_match(request.q("fieldSelector"), event.pod):
-                            continue
-                        doc = {"type": event.type, "object": objects.pod_json(event.pod)}
-                        line = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-                        await transport.send_all(conn.send(h11.Data(data=line)) or b"")
+                    for doc in workloads:
+                        await send({"type": "ADDED", "object": doc})
+                    if initial_events and pending == 0:
+                        await send(bookmark)
+                    if watcher is None:
+                        await trio.sleep_forever()  # workloads never change: until timeout
+                    else:
+                        async for event in watcher.receive:
+                            if _field_match(request.q("fieldSelector"), event.pod):
+                                await send({"type": event.type,
+                                            "object": objects.pod_json(event.pod)})
+                            if pending > 0:
+                                pending -= 1
+                                if pending == 0:
+                                    await send(bookmark)
                 nursery.cancel_scope.cancel()
         finally:
-            state.unwatch(watcher)
+            if watcher is not None:
+                state.unwatch(watcher)
         if client_gone:
             return False
         await transport.send_all(conn.send(h11.EndOfMessage()) or b"")
@@ -361,6 +411,21 @@ def _as_table(body: Any, rv: int) -> Any:
     if not isinstance(body, dict) or body.get("kind") in (None, "Status") or "metadata" not in body:
         return body  # discovery documents, /version, errors: as they are
     return objects.table_json(body.get("items", [body]), rv, datetime.now(UTC))
+
+
+def _object_field_match(selector: str, name: str, namespace: str) -> bool:
+    """``metadata.name`` / ``metadata.namespace`` field selectors (``rollout status``)."""
+    for clause in filter(None, selector.split(",")):
+        neg = "!=" in clause
+        key, _, value = clause.replace("!=", "=").replace("==", "=").partition("=")
+        have = {"metadata.name": name, "metadata.namespace": namespace}.get(key.strip())
+        if have is None:
+            raise _Reply(400, objects.status_json(
+                400, f'"{key.strip()}" is not a known field selector: only "metadata.name", '
+                     '"metadata.namespace"'))
+        if (have == value.strip()) == neg:
+            return False
+    return True
 
 
 def _field_match(selector: str, pod: Pod) -> bool:

@@ -166,6 +166,19 @@ def workload_json(wl: Workload, live_pods: int) -> dict[str, Any]:
                               "availableReplicas": live_pods, "observedGeneration": 1}
     if wl.kind == "deployment":
         status["updatedReplicas"] = live_pods
+        # what `kubectl wait --for=condition=Available deploy/NAME` waits for
+        available = live_pods >= wl.replicas
+        status["conditions"] = [
+            {"type": "Available", "status": "True" if available else "False",
+             "lastUpdateTime": _ts(wl.created), "lastTransitionTime": _ts(wl.created),
+             "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+             "message": "Deployment has minimum availability." if available
+             else "Deployment does not have minimum availability."},
+            {"type": "Progressing", "status": "True",
+             "lastUpdateTime": _ts(wl.created), "lastTransitionTime": _ts(wl.created),
+             "reason": "NewReplicaSetAvailable",
+             "message": f'Deployment "{wl.name}" has successfully progressed.'},
+        ]
     return {
         "kind": kind, "apiVersion": "apps/v1",
         "metadata": {"name": wl.name, "namespace": wl.namespace, "uid": wl.uid,
