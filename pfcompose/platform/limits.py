@@ -70,8 +70,8 @@ def raise_open_file_limit(*, warn: bool = True) -> int:
     resource = _resource()
     if resource is None:
         return -1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = target_limit(soft, hard, resource.RLIM_INFINITY, _maxfilesperproc())
+    soft, hard = (int(v) for v in resource.getrlimit(resource.RLIMIT_NOFILE))
+    target = target_limit(soft, hard, int(resource.RLIM_INFINITY), _maxfilesperproc())
     if target == soft:
         return soft
     try:

@@ -20,8 +20,15 @@ from typing import Any
 
 from pfcompose.platform import PORTABLE, WINDOWS
 
-__all__ = ["CAN_EXEC", "DETACHED_PROCESS", "HAS_MEMFD", "HAS_SETSID", "CREATE_NEW_PROCESS_GROUP",
-           "detach_options", "private_file"]  # fmt: skip
+__all__ = [
+    "CAN_EXEC",
+    "CREATE_NEW_PROCESS_GROUP",
+    "DETACHED_PROCESS",
+    "HAS_MEMFD",
+    "HAS_SETSID",
+    "detach_options",
+    "private_file",
+]  # fmt: skip
 
 CAN_EXEC = not PORTABLE and os.name == "posix" and hasattr(os, "execv")
 """``up`` may replace itself with the lean runtime (same PID)."""

@@ -10,6 +10,7 @@ own wait. Same results, same errors (``BlockingIOError`` means "not now").
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -119,7 +120,5 @@ def writable_now(sock: Any) -> bool:
 def reset_notsent_lowat(sock: Any) -> None:
     """TCP_NOTSENT_LOWAT back to the system default (trio sets 16 KiB) where it exists."""
     if HAS_NOTSENT_LOWAT:
-        try:  # 0: the system default (unlimited)
+        with contextlib.suppress(OSError):  # 0: the system default (unlimited)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
-        except OSError:
-            pass
