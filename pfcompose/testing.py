@@ -41,6 +41,7 @@ import pytest
 import trio
 import yaml
 
+from pfcompose.platform import PORTABLE
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
 
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_STATE",
     "KubectlForward",
     "SandboxProcess",
+    "fast_path_only",
     "kubectl_env",
     "kubectl_port_forward",
     "requires_kubectl",
@@ -57,6 +59,13 @@ __all__ = [
     "sandbox_state",
     "start_sandbox_process",
 ]
+
+fast_path_only = pytest.mark.skipif(
+    PORTABLE,
+    reason="tests a platform fast path itself; PFCOMPOSE_PORTABLE=1 takes the portable "
+    "one (tests/platform checks that path)",
+)
+"""For tests of a Linux fast path itself (exec hand-over, mallopt, rlimit, AF_UNIX)."""
 
 DEFAULT_STATE: dict[str, Any] = {
     "pods": [

@@ -174,7 +174,12 @@ async def connect_control(path: Path) -> trio.abc.Stream:
             raise OSError(errno.ECONNREFUSED, "this Python has no AF_UNIX")
         return await trio.open_unix_socket(str(path))
     record = _tcp_record(path)
-    stream = await trio.open_tcp_stream(record["host"], record["port"])
+    try:
+        stream = await trio.open_tcp_stream(record["host"], record["port"])
+    except OSError as exc:  # trio's "all attempts failed" carries no errno of its own
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        code = cause.errno or errno.ECONNREFUSED
+        raise OSError(code, os.strerror(code)) from None
     try:
         await stream.send_all((record["secret"] + "\n").encode())
     except BaseException:
