@@ -2,8 +2,9 @@
 
 Removes, before any pfcompose module is imported: ``os.writev``,
 ``os.memfd_create``, the ``fcntl`` and ``resource`` modules, glibc's ``mallopt`` and
-``malloc_trim`` from ctypes, ``socket.TCP_NOTSENT_LOWAT``, ``socket.AF_UNIX`` (``socketpair`` becomes
-loopback TCP, as on Windows) and ``select.poll``. Then imports every module of the package (none may fail) and runs
+``malloc_trim`` from ctypes, ``socket.TCP_NOTSENT_LOWAT``, ``socket.AF_UNIX``
+(``socketpair`` becomes loopback TCP, as on Windows) and ``select.poll``. Then
+imports every module of the package (none may fail) and runs
 ``python -m pfcompose ARGS`` — or, with ``--imports-only``, prints what the platform
 seam reports and exits. PFCOMPOSE_PORTABLE must not be set: detection is tested.
 """
