@@ -45,7 +45,7 @@ from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.launch import Launch, import_path, lean_argv
-from pfcompose.platform import ipc
+from pfcompose.platform import O_CLOEXEC, ipc
 from pfcompose.platform.process import detach_options
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
@@ -360,7 +360,7 @@ async def spawn(
     """
     plan_name = launch.plan.name
     paths.stderr.parent.mkdir(parents=True, exist_ok=True)
-    stderr_fd = os.open(paths.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    stderr_fd = os.open(paths.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | O_CLOEXEC, 0o600)
     try:
         process = await trio.lowlevel.open_process(
             lean_argv(_BOOT, "pfcompose-daemon", plan_name),

@@ -33,13 +33,16 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["MACOS", "PORTABLE", "PORTABLE_VARIABLE", "WINDOWS", "capabilities", "unsupported"]
+__all__ = ["MACOS", "O_CLOEXEC", "PORTABLE", "PORTABLE_VARIABLE", "WINDOWS", "capabilities",
+           "unsupported"]  # fmt: skip
 
 PORTABLE_VARIABLE = "PFCOMPOSE_PORTABLE"
 PORTABLE = os.environ.get(PORTABLE_VARIABLE, "") not in ("", "0")
 """Every mechanism takes its portable path (``PFCOMPOSE_PORTABLE=1``)."""
 WINDOWS = sys.platform == "win32"
 MACOS = sys.platform == "darwin"
+O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
+"""``os.open`` flag; 0 on Windows, where new handles are not inherited anyway (PEP 446)."""
 
 
 def capabilities() -> dict[str, bool]:
