@@ -32,6 +32,7 @@ def _module(name: str) -> ModuleType | None:
 
 _fcntl = _module("fcntl")
 _msvcrt = _module("msvcrt") if _fcntl is None else None
+_MSVCRT_OFFSET = 1 << 30
 KERNEL_LOCK = _fcntl is not None or _msvcrt is not None
 """The lock is the kernel's (``flock``/``msvcrt``), not a pid file."""
 
@@ -108,6 +109,8 @@ class FileLock:
                 _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
             else:
                 assert _msvcrt is not None
+                # a byte far past the pid: a locked range cannot be read by others
+                os.lseek(fd, _MSVCRT_OFFSET, os.SEEK_SET)
                 _msvcrt.locking(fd, _msvcrt.LK_NBLCK, 1)
         except OSError as exc:  # BlockingIOError (flock), PermissionError/EACCES (msvcrt)
             os.close(fd)
