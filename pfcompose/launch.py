@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 from pfcompose.config.spec import Plan, plan_from_json, plan_to_json
 from pfcompose.kube.access import Materials, materials_from_json, materials_to_json
-from pfcompose.platform.process import CAN_EXEC, private_file
+from pfcompose.platform.process import CAN_EXEC, private_file, replace_process
 
 __all__ = ["CAN_EXEC", "Launch", "exec_lean", "import_path", "lean_argv"]
 
@@ -108,5 +108,5 @@ def exec_lean(launch: Launch) -> NoReturn:
     os.set_inheritable(fd, True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, lean_argv(_BOOT, str(fd), *sys.argv))
+    replace_process(lean_argv(_BOOT, str(fd), *sys.argv))
 

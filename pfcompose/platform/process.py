@@ -15,8 +15,10 @@ of POSIX, so no portable variant is needed there); on Windows it is created with
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from pfcompose.platform import PORTABLE, WINDOWS
 
@@ -28,6 +30,7 @@ __all__ = [
     "HAS_SETSID",
     "detach_options",
     "private_file",
+    "replace_process",
 ]  # fmt: skip
 
 CAN_EXEC = not PORTABLE and os.name == "posix" and hasattr(os, "execv")
@@ -46,6 +49,13 @@ def private_file() -> int:
     fd, name = tempfile.mkstemp(prefix="pfcompose-up-")
     os.unlink(name)
     return fd
+
+
+def replace_process(argv: Sequence[str]) -> NoReturn:
+    """``execve`` into ``argv`` (same PID, terminal, signals); only where :data:`CAN_EXEC`."""
+    if not CAN_EXEC:
+        raise RuntimeError("no in-place exec here: run the runtime in this process")
+    os.execv(sys.executable, list(argv))
 
 
 def detach_options(windows: bool = WINDOWS) -> dict[str, Any]:
