@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pfcompose.platform import PORTABLE, WINDOWS
+from pfcompose.platform import PORTABLE, WINDOWS, unsupported
 
 __all__ = [
     "CAN_EXEC",
@@ -54,7 +54,7 @@ def private_file() -> int:
 def replace_process(argv: Sequence[str]) -> NoReturn:
     """``execve`` into ``argv`` (same PID, terminal, signals); only where :data:`CAN_EXEC`."""
     if not CAN_EXEC:
-        raise RuntimeError("no in-place exec here: run the runtime in this process")
+        raise RuntimeError(unsupported("replacing a process in place (execve)"))
     os.execv(sys.executable, list(argv))
 
 
