@@ -120,24 +120,20 @@ class FileLock:
         return fd
 
     def _pid_file(self) -> int | None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         for _ in range(2):  # once more after removing a stale file
-            try:
-                return os.open(self.path, flags, 0o600)
-            except FileExistsError:
-                pass
+            fd = self._create_with_pid()
+            if fd is not None:
+                return fd
             try:
                 text = self.path.read_text().strip()
             except FileNotFoundError:
                 continue  # released meanwhile
             except OSError:
                 return None
-            if not text:
-                return None  # being written by a new holder this instant
             try:
                 pid = int(text.splitlines()[0])
-            except ValueError:
-                pid = 0
+            except (ValueError, IndexError):
+                pid = 0  # never written whole: stale
             if pid_alive(pid):
                 return None
             # stale: rename first, so two takers never both remove a live holder's file
@@ -153,6 +149,28 @@ class FileLock:
             with contextlib.suppress(OSError):
                 grave.unlink()
         return None
+
+
+    def _create_with_pid(self) -> int | None:
+        """The lock file, created only if absent and never seen without its pid: the
+        pid is written to a private name first, then hard-linked into place (atomic,
+        fails if the file exists)."""
+        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                     0o600)  # fmt: skip
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.link(fresh, self.path)
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                fresh.unlink()
+        return fd
 
 
 def _pid_of(path: Path) -> int:

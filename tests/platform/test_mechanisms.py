@@ -65,6 +65,11 @@ def test_the_pid_file_lock_is_exclusive_and_taken_over_when_stale(
     third = locks.FileLock(path)
     assert third.try_acquire() and path.read_text() == f"{os.getpid()}\n"
     third.release()
+    path.write_text("")  # no pid: never written whole, stale
+    fourth = locks.FileLock(path)
+    assert fourth.try_acquire() and path.read_text() == f"{os.getpid()}\n"
+    fourth.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp or stale names left
 
 
 def test_the_kernel_lock_conflicts_across_processes(tmp_path: Path) -> None:
