@@ -24,12 +24,12 @@ buffer: no loop keeps its last chunk while it waits for the next.
 from __future__ import annotations
 
 import contextlib
-import select
 from dataclasses import dataclass, field
 
 import trio
 
 from pfcompose.listeners import set_linger_reset
+from pfcompose.platform.sockets import writable_now
 from pfcompose.wire.channel import ChannelClient
 from pfcompose.wire.dial import dial_channel
 from pfcompose.wire.endpoint import Endpoint
@@ -115,13 +115,6 @@ async def _read_error_stream(stream: SpdyStream) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def _ready_now(sock: trio.socket.SocketType, events: int) -> bool:
-    """Whether ``sock`` is ready for ``events`` without waiting (one poll(2), no task switch)."""
-    poller = select.poll()
-    poller.register(sock.fileno(), events)
-    return bool(poller.poll(0))
-
-
 async def _pump_session_to_local(
     data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic
 ) -> None:
@@ -158,7 +151,7 @@ async def _pump_channel_to_local(
     while True:
         share = traffic.read_size()
         client.buffer_limit = client.ws.receive_size = share
-        if not _ready_now(local.socket, select.POLLOUT):
+        if not writable_now(local.socket):
             await local.wait_send_all_might_not_block()
         data = await source.receive_some(share)
         if not data:

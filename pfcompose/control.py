@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -32,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
+
+from pfcompose.platform import ipc
+from pfcompose.platform.locks import FileLock
 
 __all__ = [
     "MAX_LINE",
@@ -87,13 +89,17 @@ def runtime_dir(environ: Mapping[str, str] | None = None, *, create: bool = True
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
         path = Path(xdg) / "pfcompose"
     else:
-        path = Path(tempfile.gettempdir()) / f"pfcompose-{os.getuid()}"
+        uid = ipc.user_id()  # Windows: none; %TEMP% is in the user's own profile
+        name = f"pfcompose-{uid}" if uid is not None else "pfcompose"
+        path = Path(tempfile.gettempdir()) / name
     if not create:
         return path
     with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
     info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+    if ipc.user_id() is None:
+        return path
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != ipc.user_id():
         raise ControlError(f"{path} is not a directory owned by you; refusing to use it")
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, 0o700)
@@ -111,15 +117,14 @@ class ProjectPaths:
     log: Path  # the default event log (JSON lines)
 
 
-def _file_stem(project: str) -> str:
-    stem = _SAFE.sub("_", project.lower()) or "_"
-    # AF_UNIX paths are limited to ~107 bytes; project names are short in practice.
-    return stem[:60]
+def _file_stem(project: str, base: Path) -> str:
+    # AF_UNIX paths are limited (104 bytes on macOS): a long name is shortened with a hash
+    return ipc.fit_stem(base, _SAFE.sub("_", project.lower()) or "_")
 
 
 def project_paths(project: str, directory: Path | None = None) -> ProjectPaths:
     base = directory if directory is not None else runtime_dir()
-    stem = _file_stem(project)
+    stem = _file_stem(project, base)
     return ProjectPaths(
         project=project,
         socket=base / f"{stem}.sock",
@@ -139,37 +144,13 @@ def list_projects(directory: Path | None = None) -> list[ProjectPaths]:
 # -- the daemon's lock ------------------------------------------------------------------
 
 
-class DaemonLock:
-    """An exclusive ``flock`` on the project's lock file, held while the daemon lives.
+class DaemonLock(FileLock):
+    """An exclusive lock on the project's lock file, held while the daemon lives.
 
-    The kernel drops it when the process dies, however it dies, which is what makes
-    the stale-socket test exact.
+    ``flock`` where there is one: the kernel drops it when the process dies, however
+    it dies, which is what makes the stale-socket test exact
+    (:mod:`pfcompose.platform.locks` has the portable path).
     """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # for ``ls`` and for cleaning up after tests
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
 
 def locked_pid(path: Path) -> int | None:
@@ -249,19 +230,11 @@ Handler = Callable[[str, dict[str, Any], Reply], Awaitable[Any]]
 """``(op, args, send) -> result``; raise ControlError for a one-line error answer."""
 
 
-async def bind_socket(path: Path) -> trio.SocketListener:
-    """Bind the project's socket, mode 0600 from the start (umask, then chmod)."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # only called while holding the lock: any socket here is stale
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        await sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(16)
-    return trio.SocketListener(sock)
+async def bind_socket(path: Path) -> ipc.ControlListener:
+    """Bind the project's socket, mode 0600 from the start (umask, then chmod) — or,
+    without AF_UNIX, a loopback port whose secret is in ``path`` (see
+    :mod:`pfcompose.platform.ipc`)."""
+    return await ipc.bind_control(path)
 
 
 class InFlight:
@@ -286,7 +259,7 @@ class InFlight:
 
 
 async def serve(
-    listener: trio.SocketListener,
+    listener: ipc.ControlListener,
     handler: Handler,
     *,
     in_flight: InFlight | None = None,
@@ -298,11 +271,15 @@ async def serve(
         task_status.started()
         while True:
             stream = await listener.accept()
-            nursery.start_soon(_serve_connection, stream, handler, tracker)
+            nursery.start_soon(_serve_connection, stream, handler, tracker, listener)
 
 
-async def _serve_connection(stream: trio.SocketStream, handler: Handler, tracker: InFlight) -> None:
+async def _serve_connection(
+    stream: trio.abc.Stream, handler: Handler, tracker: InFlight, listener: ipc.ControlListener
+) -> None:
     async with stream:
+        if not await listener.admit(stream):
+            return  # a TCP client without the project's secret
         reader = LineReader(stream)
         send_lock = trio.Lock()
 
@@ -359,7 +336,7 @@ async def _answer(line: bytes, handler: Handler, send: Reply) -> None:
 class Connection:
     """A client connection to one daemon; requests are answered in order."""
 
-    def __init__(self, stream: trio.SocketStream, paths: ProjectPaths) -> None:
+    def __init__(self, stream: trio.abc.Stream, paths: ProjectPaths) -> None:
         self._stream = stream
         self._reader = LineReader(stream)
         self._ids = 0
@@ -412,7 +389,7 @@ class Connection:
 async def connect(paths: ProjectPaths) -> Connection:
     """Connect to the project's daemon; a stale socket is removed and NotRunning raised."""
     try:
-        stream = await trio.open_unix_socket(str(paths.socket))
+        stream = await ipc.connect_control(paths.socket)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
             clean_stale(paths)
@@ -433,11 +410,4 @@ async def call(paths: ProjectPaths, op: str, **args: Any) -> Any:
 
 def socket_is_private(path: Path) -> bool:
     """Mode 0600, owned by us, in a 0700 directory owned by us (what tests check)."""
-    info, parent = os.stat(path), os.stat(path.parent)
-    return (
-        stat.S_ISSOCK(info.st_mode)
-        and stat.S_IMODE(info.st_mode) == 0o600
-        and info.st_uid == os.getuid()
-        and stat.S_IMODE(parent.st_mode) == 0o700
-        and parent.st_uid == os.getuid()
-    )
+    return ipc.endpoint_is_private(path)

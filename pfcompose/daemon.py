@@ -45,6 +45,8 @@ from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.launch import Launch, import_path, lean_argv
+from pfcompose.platform import O_CLOEXEC, ipc
+from pfcompose.platform.process import detach_options
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
 from pfcompose.runtime import forward_access
@@ -114,7 +116,7 @@ class Daemon:
 
     # -- running -------------------------------------------------------------------
 
-    async def run(self, listener: trio.SocketListener, ready: Reply) -> None:
+    async def run(self, listener: ipc.ControlListener, ready: Reply) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._supervise)
             await nursery.start(
@@ -341,7 +343,7 @@ async def _daemon(launch: Launch, report: Any) -> int:
         return 0
     finally:
         with contextlib.suppress(FileNotFoundError):
-            if not paths.socket.exists() or paths.socket.is_socket():
+            if not paths.socket.exists() or ipc.is_endpoint(paths.socket):
                 paths.socket.unlink()
         lock.release()
 
@@ -358,14 +360,14 @@ async def spawn(
     """
     plan_name = launch.plan.name
     paths.stderr.parent.mkdir(parents=True, exist_ok=True)
-    stderr_fd = os.open(paths.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    stderr_fd = os.open(paths.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | O_CLOEXEC, 0o600)
     try:
         process = await trio.lowlevel.open_process(
             lean_argv(_BOOT, "pfcompose-daemon", plan_name),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr_fd,
-            start_new_session=True,
+            **detach_options(),  # setsid; Windows: a detached process group
             close_fds=True,
         )
     finally:

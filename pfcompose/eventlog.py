@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import trio
 
 from pfcompose.events import Event, Kind
+from pfcompose.platform import O_CLOEXEC
 
 __all__ = [
     "DEFAULT_BACKUPS",
@@ -79,7 +80,7 @@ class EventLogFile:
         self._file: TextIO = self._open()
 
     def _open(self) -> TextIO:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | O_CLOEXEC, 0o600)
         return os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,9 @@ from typing import Any, NoReturn
 
 from pfcompose.config.spec import Plan, plan_from_json, plan_to_json
 from pfcompose.kube.access import Materials, materials_from_json, materials_to_json
+from pfcompose.platform.process import CAN_EXEC, private_file, replace_process
 
-__all__ = ["Launch", "exec_lean", "import_path", "lean_argv"]
+__all__ = ["CAN_EXEC", "Launch", "exec_lean", "import_path", "lean_argv"]
 
 
 @dataclass(frozen=True)
@@ -101,21 +101,12 @@ def exec_lean(launch: Launch) -> NoReturn:
     """Replace this process with the lean runtime running ``launch``."""
     data = launch.to_json()
     data["path"] = import_path()
-    fd = _private_file()
+    fd = private_file()
     with os.fdopen(os.dup(fd), "w", encoding="utf-8") as f:
         json.dump(data, f)
     os.lseek(fd, 0, os.SEEK_SET)
     os.set_inheritable(fd, True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, lean_argv(_BOOT, str(fd), *sys.argv))
+    replace_process(lean_argv(_BOOT, str(fd), *sys.argv))
 
-
-def _private_file() -> int:
-    """A file only this process can reach, for the plan and its credentials: memory
-    (``memfd_create``) where there is one, else a 0600 temp file unlinked at once."""
-    if hasattr(os, "memfd_create"):
-        return os.memfd_create("pfcompose-up")
-    fd, name = tempfile.mkstemp(prefix="pfcompose-up-")
-    os.unlink(name)
-    return fd

@@ -41,6 +41,7 @@ import pytest
 import trio
 import yaml
 
+from pfcompose.platform import PORTABLE
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
 
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_STATE",
     "KubectlForward",
     "SandboxProcess",
+    "fast_path_only",
     "kubectl_env",
     "kubectl_port_forward",
     "requires_kubectl",
@@ -57,6 +59,13 @@ __all__ = [
     "sandbox_state",
     "start_sandbox_process",
 ]
+
+fast_path_only = pytest.mark.skipif(
+    PORTABLE,
+    reason="tests a platform fast path itself; PFCOMPOSE_PORTABLE=1 takes the portable "
+    "one (tests/platform checks that path)",
+)
+"""For tests of a Linux fast path itself (exec hand-over, mallopt, rlimit, AF_UNIX)."""
 
 DEFAULT_STATE: dict[str, Any] = {
     "pods": [
@@ -135,21 +144,23 @@ class SandboxProcess:
 
 def start_sandbox_process(
     state: Mapping[str, Any] | None, directory: Path, *, extra_args: Sequence[str] = (),
-    timeout: float = STARTUP_TIMEOUT,
+    timeout: float = STARTUP_TIMEOUT, command: Sequence[str] = (),
 ) -> _ProcessContext:
-    """Start ``python -m pfcompose sandbox`` and wait for its ``Ready`` line."""
-    return _ProcessContext(state, directory, list(extra_args), timeout)
+    """Start ``python -m pfcompose sandbox`` (or ``command sandbox``) and wait for its
+    ``Ready`` line."""
+    return _ProcessContext(state, directory, list(extra_args), timeout, list(command))
 
 
 class _ProcessContext:
     def __init__(self, state: Mapping[str, Any] | None, directory: Path, extra: list[str],
-                 timeout: float) -> None:
+                 timeout: float, command: list[str] | None = None) -> None:
         self._state, self._dir, self._extra, self._timeout = state, directory, extra, timeout
+        self._command = command or [sys.executable, "-m", "pfcompose"]
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> SandboxProcess:
         self._dir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "pfcompose", "sandbox",
+        args = [*self._command, "sandbox",
                 "--kubeconfig-out", str(self._dir / "kubeconfig"), *self._extra]
         if self._state is not None:
             state_file = self._dir / "state.yaml"

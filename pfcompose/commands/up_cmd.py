@@ -66,7 +66,7 @@ def up(
     Exit status: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when no forward could run,
     2 for configuration errors.
     """
-    from pfcompose.launch import Launch, exec_lean
+    from pfcompose.launch import CAN_EXEC, Launch, exec_lean
 
     lifecycle = LifecycleOptions.pop(plan_kwargs)
     plan = plan_from_options(selected=names, **plan_kwargs)
@@ -93,7 +93,7 @@ def up(
 
         raise click.exceptions.Exit(run(launch, main=_sandboxed(launch), extra_names=["sandbox"]))
     launch = replace(launch, materials=evaluate_access(plan, kubeconfig, context))
-    if cli.process_entry() and os.environ.get(LEAN_VARIABLE, "1") != "0":
+    if CAN_EXEC and cli.process_entry() and os.environ.get(LEAN_VARIABLE, "1") != "0":
         exec_lean(launch)  # no return: this process becomes the runtime
     from pfcompose.runtime import run
 

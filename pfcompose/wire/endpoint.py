@@ -8,7 +8,6 @@ works on that stream and never touches sockets itself.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 from collections.abc import Sequence
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
+
+from pfcompose.platform.sockets import reset_notsent_lowat
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -64,9 +65,7 @@ def tune_socket(stream: trio.SocketStream) -> None:
     Go sets nothing of the kind.
     """
     stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
-        with contextlib.suppress(OSError):  # 0: the system default (unlimited)
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
+    reset_notsent_lowat(stream)  # where the platform has it (pfcompose.platform.sockets)
 
 
 async def open_transport(endpoint: Endpoint) -> trio.abc.Stream:

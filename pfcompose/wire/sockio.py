@@ -5,7 +5,9 @@ conflict detector and a schedule point of their own; measured, that was a fifth
 of the forwarder's CPU per new connection. The data path (session reads and
 writes, the local pumps) calls read(2)/writev(2) on the descriptor instead and
 awaits trio's readiness waits only when the socket is not ready: one system call
-and one schedule point when it is.
+and one schedule point when it is. The calls themselves are the platform's
+(:mod:`pfcompose.platform.sockets`: the descriptor on POSIX, the socket object's
+``recv``/``send`` on Windows or with ``PFCOMPOSE_PORTABLE``).
 
 Errors read as trio's: a closed socket is ``trio.ClosedResourceError``, a broken
 one ``trio.BrokenResourceError``. (Python ignores SIGPIPE, so EPIPE is an error
@@ -14,11 +16,11 @@ here, not a signal.)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import trio
 
+from pfcompose.platform.sockets import recv_now, send_now, sendv_now
 from pfcompose.wire.prefixed import PrefixedStream
 
 __all__ = ["MAX_IOV", "read_now", "receive_some", "socket_of", "write_now", "writev_all"]
@@ -29,13 +31,6 @@ MAX_IOV = 512
 Buffer = bytes | bytearray | memoryview
 
 
-def _fd(sock: trio.socket.SocketType) -> int:
-    fd = sock.fileno()
-    if fd == -1:
-        raise trio.ClosedResourceError("the socket was closed")
-    return fd
-
-
 def _broken(exc: OSError) -> trio.BrokenResourceError:
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
@@ -43,7 +38,7 @@ def _broken(exc: OSError) -> trio.BrokenResourceError:
 def read_now(sock: trio.socket.SocketType, size: int) -> bytes | None:
     """What the socket holds now (``b""`` at EOF), or None if nothing yet."""
     try:
-        return os.read(_fd(sock), size)
+        return recv_now(sock, size)
     except BlockingIOError:
         return None
     except OSError as exc:
@@ -53,7 +48,7 @@ def read_now(sock: trio.socket.SocketType, size: int) -> bytes | None:
 def write_now(sock: trio.socket.SocketType, data: Buffer) -> int:
     """Bytes of ``data`` the socket took now (0 if none)."""
     try:
-        return os.write(_fd(sock), data)
+        return send_now(sock, data)
     except BlockingIOError:
         return 0
     except OSError as exc:  # EPIPE, ECONNRESET
@@ -93,7 +88,7 @@ async def writev_all(stream: trio.SocketStream, parts: Sequence[Buffer]) -> None
     sock = stream.socket
     while views:
         try:
-            sent = os.writev(_fd(sock), views[:MAX_IOV])
+            sent = sendv_now(sock, views[:MAX_IOV])
         except BlockingIOError:
             with trio.CancelScope(shield=True):
                 await trio.lowlevel.wait_writable(sock)

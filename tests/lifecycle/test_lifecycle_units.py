@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from pfcompose import control
+from pfcompose.platform import ipc
 from pfcompose.commands.lifecycle_cmd import parse_since
 from pfcompose.connection import Traffic
 from pfcompose.eventlog import EventLog, EventLogFile, event_from_json, read_log_file
@@ -99,7 +100,7 @@ async def test_wrong_protocol_version_is_refused(tmp_path: Path) -> None:
     listener = await control.bind_socket(paths.socket)
     async with trio.open_nursery() as nursery:
         await nursery.start(control.serve, listener, _echo_handler)
-        stream = await trio.open_unix_socket(str(paths.socket))
+        stream = await ipc.connect_control(paths.socket)  # AF_UNIX, or TCP + secret
         async with stream:
             await stream.send_all(b'{"v": 2, "id": 7, "op": "echo"}\n')
             reader = control.LineReader(stream)

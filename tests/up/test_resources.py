@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from pfcompose.supervisor import release_memory_when_idle
+from pfcompose.testing import fast_path_only
 
 CODE = """
 import resource
@@ -22,6 +23,7 @@ assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == got == hard, (got, hard)
 """
 
 
+@fast_path_only
 def test_soft_limit_is_raised_to_the_hard_limit() -> None:
     subprocess.run([sys.executable, "-c", CODE], check=True, timeout=60)
 
@@ -51,6 +53,7 @@ def _faults(mode: str) -> int:
     return int(out.stdout)
 
 
+@fast_path_only
 def test_freed_buffers_are_reused_not_faulted_in_again() -> None:
     # glibc's defaults return such buffers to the kernel at every free (~256 page
     # faults per MiB); with keep_freed_buffers they are reused

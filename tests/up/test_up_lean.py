@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_up_cli import Up
 
-from pfcompose.testing import SandboxProcess, start_sandbox_process
+from pfcompose.testing import SandboxProcess, fast_path_only, start_sandbox_process
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/maps").exists(), reason="reads the runtime's memory map from /proc"
@@ -50,6 +50,7 @@ def _mapped_files(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
+@fast_path_only
 def test_up_runs_lean_and_forwards(tmp_path: Path, sandbox_proc: SandboxProcess) -> None:
     (tmp_path / "forwards.yaml").write_text(FILE)
     up = Up(["--kubeconfig", str(sandbox_proc.kubeconfig_path)], tmp_path)
@@ -74,6 +75,7 @@ def test_up_runs_lean_and_forwards(tmp_path: Path, sandbox_proc: SandboxProcess)
         up.stop()
 
 
+@fast_path_only
 def test_kubeconfig_changes_are_evaluated_in_a_helper_not_in_the_runtime(
     tmp_path: Path, sandbox_proc: SandboxProcess
 ) -> None:

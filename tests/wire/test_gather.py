@@ -43,14 +43,14 @@ async def test_a_header_and_payload_are_one_system_call_on_tcp(
 ) -> None:
     left, right = await _socket_pair()
     calls = 0
-    writev = os.writev
+    sendv = sockio.sendv_now  # writev(2), or one joined send on the portable path
 
-    def counting(fd: int, buffers: list[memoryview]) -> int:
+    def counting(sock: object, buffers: list[memoryview]) -> int:
         nonlocal calls
         calls += 1
-        return writev(fd, buffers)
+        return sendv(sock, buffers)
 
-    monkeypatch.setattr(sockio.os, "writev", counting)
+    monkeypatch.setattr(sockio, "sendv_now", counting)
     async with left, right:
         await send_parts(left, [b"12345678", b"x" * 4096])
         assert calls == 1

@@ -1,0 +1,99 @@
+"""pfcompose without Linux's extras: every module imports, and a forward carries bytes.
+
+The names a Linux build of Python has and macOS/Windows lack are removed in the
+child (strip_linux.py) before pfcompose is imported; the platform seam must notice
+on its own (no PFCOMPOSE_PORTABLE) and take the portable paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pfcompose.testing import start_sandbox_process
+
+STRIP = Path(__file__).with_name("strip_linux.py")
+STATE = {
+    "pods": [{"name": "echo", "labels": {"app": "echo"},
+              "ports": [{"containerPort": 5000, "serve": "echo"}]}],
+}  # fmt: skip
+FILE = "forwards:\n  e:\n    selector: app=echo\n    ports: [':5000']\n    addresses: [127.0.0.1]\n"
+
+
+def _env() -> dict[str, str]:
+    # PFCOMPOSE_LEAN=0: the runtime stays in the stripped process (exec starts a fresh one)
+    env = {k: v for k, v in os.environ.items() if k != "PFCOMPOSE_PORTABLE"}
+    return {**env, "PFCOMPOSE_LEAN": "0"}
+
+
+def test_every_module_imports_and_every_fast_path_is_off() -> None:
+    out = subprocess.run([sys.executable, str(STRIP), "--imports-only"], env=_env(),
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    caps = json.loads(out.stdout)
+    assert caps == {
+        "direct_fd_io": False, "poll": False, "notsent_lowat": False, "mallopt": False,
+        "exec_handover": True,  # execv itself is POSIX; only memfd is gone
+        "flock": False, "unix_control_socket": False, "rlimit": False, "setsid": True,
+    }  # fmt: skip
+
+
+def test_help_works_without_resource_and_fcntl() -> None:
+    # issue 17: on Windows ``pfcompose --help`` died with "No module named 'resource'"
+    out = subprocess.run([sys.executable, str(STRIP), "--help"], env=_env(),
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Usage:" in out.stdout and out.stderr == ""
+
+
+def _echo(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while len(got) < len(payload) and (data := s.recv(65536)):
+            got += data
+    return got
+
+
+def test_a_forward_carries_bytes_with_the_portable_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PFCOMPOSE_PORTABLE", raising=False)
+    with start_sandbox_process(STATE, tmp_path / "sb",
+                               command=[sys.executable, str(STRIP)]) as sandbox:  # fmt: skip
+        _up_and_round_trip(tmp_path, str(sandbox.kubeconfig_path))
+
+
+def _up_and_round_trip(tmp_path: Path, kubeconfig: str) -> None:
+    (tmp_path / "forwards.yaml").write_text(FILE)
+    proc = subprocess.Popen([sys.executable, str(STRIP), "up", "--kubeconfig", kubeconfig],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = 0
+        for _ in range(50):  # bounded: a handful of lines come before the forward's
+            line = proc.stdout.readline()
+            assert line, f"up exited: {proc.stderr.read() if proc.stderr else ''}"
+            if "Forwarding from 127.0.0.1:" in line:
+                port = int(line.split("127.0.0.1:")[1].split()[0])
+            if port and " ready " in line:
+                break
+        assert port
+        payload = os.urandom(3 << 20)  # several socket buffers: partial sends, joined writes
+        assert _echo(port, payload) == payload
+        assert _echo(port, b"small") == b"small"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
