@@ -266,7 +266,7 @@ class ApiServer:
             raise _Reply(405, objects.status_json(
                 405, "the server does not allow this method on the requested resource"))
         if path == "/version":
-            raise _Reply(200, discovery.version())
+            raise _Reply(200, discovery.version(getattr(self.hooks, "emulate", None)))
         if path == "/api":
             raise _Reply(200, discovery.api_versions(self.server_address))
         if path == "/apis":
