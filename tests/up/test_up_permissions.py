@@ -51,9 +51,8 @@ def _errors(events: Recorder) -> list[str]:
 ])
 async def test_forbidden_is_one_line_listeners_stay_and_a_new_rule_works(
         tmp_path: Path, transport: str, verb: str) -> None:
-    async with run_sandbox(_state()) as sb:
-        async with running_up(sb, tmp_path, _file(transport), loader=_bob(sb, tmp_path)) as (
-                supervisor, events):
+    async with run_sandbox(_state()) as sb, running_up(
+            sb, tmp_path, _file(transport), loader=_bob(sb, tmp_path)) as (supervisor, events):
             line = (f'forbidden: User "bob" is missing {verb} pods/portforward '
                     "in namespace default")
             await events.wait_for(lambda e: e.kind is Kind.ERROR and e.message == line)
@@ -77,9 +76,8 @@ async def test_forbidden_is_one_line_listeners_stay_and_a_new_rule_works(
 
 async def test_websocket_ready_needs_create_from_1_35(tmp_path: Path) -> None:
     get_only = {"subjects": ["bob"], "verbs": ["get"], "resources": ["pods/portforward"]}
-    async with run_sandbox(_state(get_only), emulate="1.35") as sb:
-        async with running_up(sb, tmp_path, _file("websocket"), loader=_bob(sb, tmp_path)) as (
-                _, events):
+    async with run_sandbox(_state(get_only), emulate="1.35") as sb, running_up(
+            sb, tmp_path, _file("websocket"), loader=_bob(sb, tmp_path)) as (_, events):
             line = ('forbidden: User "bob" is missing create pods/portforward '
                     "in namespace default")
             await events.wait_for(lambda e: e.kind is Kind.ERROR and e.message == line)
