@@ -112,8 +112,8 @@ def needs(spec: ForwardSpec, namespace: str,
     spdy = [pf("create")]
     if spec.transport == "spdy":
         return required, [spdy]
-    if spec.transport == "auto":
-        return required, [spdy, ws] if len(ws) > 1 else [ws, spdy]
+    if spec.transport == "auto":  # (a refused tunnel falls back to SPDY: say create)
+        return required, [spdy, ws]
     return required, [ws]
 
 
