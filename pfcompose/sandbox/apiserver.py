@@ -266,7 +266,11 @@ class ApiServer:
             raise _Reply(405, objects.status_json(
                 405, "the server does not allow this method on the requested resource"))
         if path == "/version":
-            raise _Reply(200, discovery.version(getattr(self.hooks, "emulate", None)))
+            # 1.35+ shows in /version (clients choose the WebSocket verbs by it); 1.29 keeps
+            # saying 1.32 (kubectl would then skip the tunnel that emulation exists to refuse)
+            emulate = getattr(self.hooks, "emulate", None)
+            shown = emulate if rbac.websocket_needs_create(emulate) else None
+            raise _Reply(200, discovery.version(shown))
         if path == "/api":
             raise _Reply(200, discovery.api_versions(self.server_address))
         if path == "/apis":
