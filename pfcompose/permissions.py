@@ -199,14 +199,14 @@ _FORBIDDEN = re.compile(
 
 
 def forbidden_line(exc: BaseException) -> str | None:
-    """One line naming the missing rule for a 403 (REST or upgrade), else None:
-    ``forbidden: User "bob" is missing create pods/portforward in namespace shop``."""
+    """One line naming the missing rule for an RBAC 403 (REST or upgrade), else None (a
+    gateway's own 403 keeps its words): ``forbidden: User "bob" is missing create
+    pods/portforward in namespace shop``."""
     if not isinstance(exc, KubeApiError | UpgradeError) or exc.status != 403:
         return None
-    message = str(exc.message or "")
-    m = _FORBIDDEN.search(message)
+    m = _FORBIDDEN.search(str(exc.message or ""))
     if m is None:
-        return f"forbidden: {message}" if message else "forbidden (403)"
+        return None
     resource, _, sub = m["res"].partition("/")
     need = Need(m["verb"], resource, m["ns"] or "", sub, m["group"])
     return f'forbidden: User "{m["user"]}" is missing {need}'

@@ -115,3 +115,30 @@ async def test_kubectl_and_pfcompose_refused_alike(tmp_path: Path) -> None:
                 _, events):
             await events.wait_for(lambda e: e.kind is Kind.ERROR and e.message == (
                 'forbidden: User "bob" is missing create pods/portforward in namespace default'))
+
+
+async def test_forbidden_target_read_is_one_line_too(tmp_path: Path) -> None:
+    async with run_sandbox(_state()) as sb:
+        sb.state.rbac.update({"rbac": []})
+        async with running_up(sb, tmp_path, _file("spdy"), loader=_bob(sb, tmp_path)) as (
+                _, events):
+            await events.wait_for(lambda e: e.kind is Kind.ERROR and e.message == (
+                'forbidden: User "bob" is missing get pods in namespace default'))
+
+
+def test_forbidden_line_wordings() -> None:
+    from pfcompose.kube import KubeApiError
+    from pfcompose.permissions import forbidden_line
+    from pfcompose.wire.errors import UpgradeError
+
+    cluster = KubeApiError(403, "Forbidden", 'nodes is forbidden: User "bob" cannot list '
+                                             'resource "nodes" in API group "" at the cluster '
+                                             "scope")
+    assert forbidden_line(cluster) == 'forbidden: User "bob" is missing list nodes cluster-wide'
+    apps = UpgradeError('deployments.apps "web" is forbidden: User "bob" cannot get resource '
+                        '"deployments" in API group "apps" in the namespace "shop"', status=403)
+    assert forbidden_line(apps) == (
+        'forbidden: User "bob" is missing get deployments.apps in namespace shop')
+    other = UpgradeError("this gateway passes WebSocket upgrades only", status=403)
+    assert forbidden_line(other) is None  # not RBAC: the gateway's words stay
+    assert forbidden_line(KubeApiError(404, "NotFound", 'pods "x" not found')) is None
