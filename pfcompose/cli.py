@@ -18,6 +18,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("config_cmd", "schema"),
     ("sandbox_cmd", "sandbox"),
     ("up_cmd", "up"),
+    ("check_cmd", "check"),
     ("lifecycle_cmd", "ps"),
     ("lifecycle_cmd", "logs"),
     ("lifecycle_cmd", "down"),

@@ -24,6 +24,7 @@ buffer: no loop keeps its last chunk while it waits for the next.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 
 import trio
@@ -85,9 +86,32 @@ class Traffic:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a connection ended: ``error`` is the one line to report, ``None`` if it ended well."""
+    """How a connection ended: ``error`` is the one line to report, ``None`` if it ended well.
+
+    ``pod_gone``: the error-stream text says the pod itself is gone (not just this
+    connection's port): the forward re-resolves at once (:func:`pod_gone_text`).
+    """
 
     error: str | None = None
+    pod_gone: bool = False
+
+
+_POD_GONE = re.compile(
+    r'network namespace for sandbox "?[^"\s]*"? is closed'  # containerd
+    r'|failed to find sandbox "?[^"\s]*"? in store'          # containerd
+    r"|sandbox \S+ is not running"                            # CRI-O
+    r"|could not find sandbox \S+"                            # CRI-O
+    r"|PodSandbox with ID starting with \S+ not found"        # CRI-O
+    r"|pod not found"                                         # kubelet
+)
+
+
+def pod_gone_text(message: str) -> bool:
+    """Whether an error-stream text means the pod's sandbox is gone (the runtimes' wordings:
+    containerd's ``network namespace for sandbox … is closed`` / ``failed to find sandbox …
+    in store``, CRI-O's ``sandbox … is not running``, ``pod not found``). Anything else
+    (a refused port, an app reset) ends that connection only."""
+    return _POD_GONE.search(message) is not None
 
 
 async def _close_local(local: trio.SocketStream, *, reset: bool) -> None:
@@ -246,7 +270,8 @@ async def _finish(
     break resets it (a truncated transfer must not look complete), else a clean close."""
     if message:
         await _close_local(local, reset=True)
-        return Outcome(f"an error occurred forwarding {where}: {message}")
+        return Outcome(f"an error occurred forwarding {where}: {message}",
+                       pod_gone=pod_gone_text(message))
     await _close_local(local, reset=broken is not None)
     return Outcome(broken)
 

@@ -36,6 +36,7 @@ from pfcompose.kube import (
     resolve,
 )
 from pfcompose.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
+from pfcompose.permissions import forbidden_line, probe_portforward
 from pfcompose.wire.dial import dial_spdy, fallback_reason
 from pfcompose.wire.endpoint import Endpoint, tune_socket
 from pfcompose.wire.errors import UpgradeError
@@ -84,6 +85,8 @@ class Link:
     session: SpdySession | None = None
     lost: bool = False
     fallback: str | None = None
+    gone: trio.Event = field(default_factory=trio.Event)
+    """Set when a connection's error stream said the pod itself is gone (issue 12 §5)."""
 
     @property
     def alive(self) -> bool:
@@ -144,6 +147,27 @@ def _waiting_for_pod(exc: Exception, spec: ForwardSpec) -> bool:
     return isinstance(exc, KubeApiError) and exc.status == 404 and target.startswith("pod/")
 
 
+async def _until_gone(link: Link, wait: Callable[[], Awaitable[str | None]]) -> str | None:
+    """``wait()``'s answer, unless a connection learns first that the pod is gone."""
+    result: str | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def waiter() -> None:
+            nonlocal result
+            result = await wait()
+            nursery.cancel_scope.cancel()
+
+        async def gone() -> None:
+            nonlocal result
+            await link.gone.wait()
+            result = "the container runtime says the pod is gone"
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(waiter)
+        nursery.start_soon(gone)
+    return result
+
+
 def describe(exc: BaseException) -> str:
     """One line for an error, whatever raised it (our errors already are one line)."""
     text = str(exc).strip()
@@ -166,6 +190,7 @@ class Forward:
         self._drained = trio.Event()
         self._drained.set()
         self._bound: list[BoundPort] = []
+        self._relink_now = False
 
     # -- events ------------------------------------------------------------------
 
@@ -287,6 +312,12 @@ class Forward:
                 outcome = Outcome(f"connection for {local} failed: {describe(exc)}")
             if outcome.error:
                 self._emit(Kind.CONNECTION_ERROR, outcome.error, local=local)
+            if outcome.pod_gone and link is self._link and not link.gone.is_set():
+                # the runtime says the pod's sandbox is gone: re-resolve now, not at the
+                # next missed ping; new connections wait for the new link meanwhile
+                self._relink_now = True
+                self._publish(None)
+                link.gone.set()
         finally:
             self.status.connections_open -= 1
             if self.status.connections_open == 0:
@@ -335,7 +366,7 @@ class Forward:
                 self.status.waiting_for_pod = _waiting_for_pod(exc, self.spec)
                 if _unauthorized(exc) and isinstance(self._load_access, ForgetsAccess):
                     self._load_access.invalidate(self.spec)
-                message = describe(exc)
+                message = forbidden_line(exc) or describe(exc)
                 if message != self.status.last_error:
                     self._emit(Kind.ERROR, message)
                 self.status.last_error = message
@@ -345,6 +376,11 @@ class Forward:
             if not policy.enabled:
                 self._set_state(State.FAILED, self.status.last_error or "lost connection to pod")
                 return
+            if self._relink_now:  # the pod is gone: resolve again at once (no backoff)
+                self._relink_now = False
+                attempt = 0
+                self.status.reconnects += 1
+                continue
             attempt = 1 if was_ready else attempt + 1
             self.status.attempt = attempt
             self.status.reconnects += 1
@@ -408,9 +444,12 @@ class Forward:
             f"/pods/{target.pod}/portforward"
         )
         if self.spec.transport == "websocket":
+            # ready must mean a port-forward is allowed: one upgrade before saying so
+            await probe_portforward(access.endpoint, path, self._remote_ports[0])
             link = Link(target.pod, "websocket", access.endpoint, path)
             self._became_ready(link)
-            reason = await self._watch_pod(client, target.namespace, target.pod)
+            reason = await _until_gone(
+                link, lambda: self._watch_pod(client, target.namespace, target.pod))
         else:
             upgraded, used = await dial_spdy(access.endpoint, path, self.spec.transport)
             if isinstance(upgraded, WebSocketByteStream):  # the tunnel reads as much
@@ -427,8 +466,8 @@ class Forward:
                 if used == "spdy" and self.spec.transport == "auto":
                     link.fallback = fallback_reason(access.endpoint)
                 self._became_ready(link)
-                await session.wait_closed()
-                reason = session.close_reason or "session closed"
+                reason = await _until_gone(link, session.wait_closed)
+                reason = reason or session.close_reason or "session closed"
         message = f"lost connection to pod {target.pod}: {reason}"
         self.status.last_error = message
         self._emit(Kind.ERROR, message)

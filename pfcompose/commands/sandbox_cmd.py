@@ -44,7 +44,7 @@ _PATH = click.Path(path_type=Path)
 @click.option("--gateway", default=None, metavar="websocket-only|idle=SECONDS",
               help="Put a gateway in front of the API server (the kubeconfig's server): "
                    "one that refuses SPDY upgrades, or one that cuts idle connections.")
-@click.option("--emulate", type=click.Choice(["1.29", "1.36"]), default=None,
+@click.option("--emulate", type=click.Choice(["1.29", "1.35", "1.36"]), default=None,
               help="Play an older (1.29: no WebSocket tunnel) or newer (1.36: WebSocket "
                    "passed through to the kubelet) API server.")
 def sandbox(state_file: Path | None, from_file: Path | None, listen: str,

@@ -52,6 +52,9 @@ LEAN_VARIABLE = "PFCOMPOSE_LEAN"
 @click.option("--quiet-connections", is_flag=True,
               help='Do not print a "Handling connection for" line per connection.')
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+@click.option("--check", "check_first", is_flag=True,
+              help="First check RBAC for every forward (as `pfcompose check`); exit 1 if any "
+                   "rule is missing.")
 def up(
     names: Sequence[str],
     kubeconfig: str | None,
@@ -59,6 +62,7 @@ def up(
     sandbox: bool,
     quiet_connections: bool,
     as_json: bool,
+    check_first: bool = False,
     **plan_kwargs: Any,
 ) -> None:
     """Start the forwards of the file (or only the FORWARDs named) and keep them alive.
@@ -73,6 +77,11 @@ def up(
     if not plan.forwards:
         click.echo("error: no active forwards (check --profile and the names given)", err=True)
         raise click.exceptions.Exit(ExitCode.CONFIG)
+    if check_first and not sandbox:  # (the sandbox of --sandbox allows everything)
+        from pfcompose.commands.check_cmd import run_check
+
+        if run_check(plan, kubeconfig, context, as_json=as_json) is not ExitCode.OK:
+            raise click.exceptions.Exit(ExitCode.FAILURE)
     # -- lifecycle (issue 6): -d/--wait go to the daemon; foreground adds ports file/log --
     if lifecycle.detached:
         run_detached(plan, lifecycle, names=names, plan_kwargs=plan_kwargs, kubeconfig=kubeconfig,

@@ -103,6 +103,27 @@ class KubeClient:
             raise _api_error(response, body)
         return _decode_object(body, path)
 
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` as JSON to ``path`` (a SelfSubjectAccessReview) and decode the answer."""
+        target = self._target(path, None)
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            with trio.fail_after(self.timeout):
+                stream = await self._connect()
+                try:
+                    conn = await self._send_request(stream, target, "POST", payload)
+                    response = await self._read_response(stream, conn)
+                    answer = await self._read_body(stream, conn)
+                finally:
+                    await trio.aclose_forcefully(stream)
+        except trio.TooSlowError:
+            raise KubeConnectionError(
+                f"POST {path}: no answer from {self.server} within {self.timeout:g}s"
+            ) from None
+        if not 200 <= response.status_code < 300:
+            raise _api_error(response, answer)
+        return _decode_object(answer, path)
+
     async def watch(
         self,
         path: str,
@@ -186,7 +207,8 @@ class KubeClient:
         except OSError as exc:
             raise KubeConnectionError(f"cannot reach {self.server}: {_os_reason(exc)}") from None
 
-    async def _send_request(self, stream: trio.abc.Stream, target: str) -> h11.Connection:
+    async def _send_request(self, stream: trio.abc.Stream, target: str, method: str = "GET",
+                            body: bytes | None = None) -> h11.Connection:
         ep = self._endpoint
         headers = [
             ("Host", ep.host_header),
@@ -194,8 +216,12 @@ class KubeClient:
             ("Accept", "application/json"),
             *ep.headers,
         ]
+        if body is not None:
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         conn = h11.Connection(h11.CLIENT)
-        data = conn.send(h11.Request(method="GET", target=target, headers=headers))
+        data = conn.send(h11.Request(method=method, target=target, headers=headers))
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
         try:
             await stream.send_all(data or b"")

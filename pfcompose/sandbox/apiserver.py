@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -22,7 +22,7 @@ import h11
 import trio
 
 from pfcompose.config.selector import SelectorError, matches, parse_selector
-from pfcompose.sandbox import discovery, objects
+from pfcompose.sandbox import discovery, objects, rbac
 from pfcompose.sandbox.state import Pod, State
 
 __all__ = ["ApiHooks", "ApiServer", "Request"]
@@ -41,6 +41,10 @@ class Request:
     body: bytes
     h11_request: h11.Request
     raw_headers: list[tuple[str, str]] = field(default_factory=list)
+    user: rbac.User | None = None
+    """Who sent it, when the state enables RBAC (sandbox/rbac.py)."""
+    denial: tuple[int, Any] | None = None
+    """The 401/403 answer RBAC gives it, if any (sent instead of routing or upgrading)."""
 
     def q(self, name: str, default: str = "") -> str:
         values = self.query.get(name)
@@ -87,6 +91,7 @@ _APPS_NS = re.compile(
 _APPS_ALL = re.compile(r"^/apis/apps/v1/(?P<res>deployments|statefulsets|replicasets)$")
 _APPS_KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet",
                "replicasets": "ReplicaSet"}
+_SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
 
 
@@ -121,7 +126,8 @@ class ApiServer:
                 self.requests.append((request.method, request.h11_request.target.decode()))
                 self._request_seen.set()
                 self._request_seen = trio.Event()
-                if request.is_upgrade:
+                self._check_access(request, transport)
+                if request.is_upgrade and request.denial is None:
                     pod = self._portforward_target(request)
                     if pod is not None and pod.node_name is not None:
                         trailing, _ = conn.trailing_data
@@ -184,6 +190,8 @@ class ApiServer:
                       request: Request) -> bool:
         """Route and answer; False when the connection must close afterwards."""
         try:
+            if request.denial is not None:
+                raise _Reply(*request.denial)
             self._authorize(request)
             if request.path.startswith("/_sandbox/"):
                 status, body = await self.hooks.admin(request)
@@ -202,9 +210,42 @@ class ApiServer:
                                  json.dumps(reply.body, separators=(",", ":")).encode())
         return True
 
+    def _check_access(self, request: Request, transport: trio.abc.Stream) -> None:
+        """RBAC (when the state enables it): set ``request.user``, or ``request.denial``."""
+        policy = self.hooks.state.rbac
+        if not policy.enabled or request.path.startswith("/_sandbox/"):
+            return
+        cert = transport.getpeercert() if isinstance(transport, trio.SSLStream) else None
+        user = policy.authenticate(request.headers.get("authorization", ""), cert,
+                                   self.hooks.token)
+        if user is None:
+            request.denial = (401, objects.status_json(401, "Unauthorized"))
+            return
+        request.user = user
+        if request.method == "POST" and request.path.rstrip("/") == _SSAR:
+            return  # system:basic-user: everyone may ask what they may do
+        wanted = rbac.attributes_of(request.method, request.path, request.query)
+        checks = [wanted]
+        if (request.is_upgrade and request.method == "GET"
+                and wanted.subresource in ("portforward", "exec", "attach")
+                and rbac.websocket_needs_create(getattr(self.hooks, "emulate", None))):
+            checks.append(replace(wanted, verb="create"))  # KEP-4006, from 1.35
+        for attributes in checks:
+            if policy.allows(user, attributes) is None:
+                request.denial = (403, rbac.forbidden_status(user, attributes))
+                return
+
+    def _review(self, request: Request) -> None:
+        """POST …/selfsubjectaccessreviews: may the caller do what the body asks?"""
+        try:
+            body = rbac.review_request(request.body, request.headers.get("content-type", ""))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Reply(400, objects.status_json(400, f"bad review: {exc}")) from None
+        raise _Reply(201, self.hooks.state.rbac.review(request.user or rbac.ADMIN, body))
+
     def _authorize(self, request: Request) -> None:
         token = self.hooks.token
-        if token is None:
+        if token is None or request.user is not None:
             return
         if request.headers.get("authorization", "") != f"Bearer {token}":
             raise _Reply(401, objects.status_json(401, "Unauthorized"))
@@ -222,11 +263,17 @@ class ApiServer:
         state = self.hooks.state
         path = request.path.rstrip("/") or "/"
         rv = state.resource_version
+        if path == _SSAR and request.method == "POST":
+            self._review(request)
         if request.method not in ("GET", "POST"):
             raise _Reply(405, objects.status_json(
                 405, "the server does not allow this method on the requested resource"))
         if path == "/version":
-            raise _Reply(200, discovery.version())
+            # 1.35+ shows in /version (clients choose the WebSocket verbs by it); 1.29 keeps
+            # saying 1.32 (kubectl would then skip the tunnel that emulation exists to refuse)
+            emulate = getattr(self.hooks, "emulate", None)
+            shown = emulate if rbac.websocket_needs_create(emulate) else None
+            raise _Reply(200, discovery.version(shown))
         if path == "/api":
             raise _Reply(200, discovery.api_versions(self.server_address))
         if path == "/apis":

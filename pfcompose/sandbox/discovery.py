@@ -14,9 +14,11 @@ __all__ = ["api_groups", "api_resources", "api_versions", "version"]
 _VERBS = ["get", "list", "watch"]
 
 
-def version() -> dict[str, Any]:
+def version(emulate: str | None = None) -> dict[str, Any]:
+    """``/version``; ``emulate`` (``1.35``…) is the generation the sandbox plays."""
+    minor = (emulate or "1.32").partition(".")[2]
     return {
-        "major": "1", "minor": "32", "gitVersion": "v1.32.0-pfcompose-sandbox",
+        "major": "1", "minor": minor, "gitVersion": f"v1.{minor}.0-pfcompose-sandbox",
         "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
         "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.3", "compiler": "gc",
         "platform": "linux/amd64",

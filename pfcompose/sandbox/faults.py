@@ -14,7 +14,8 @@ POST     /_sandbox/pods/NS/NAME/phase              {"phase": "Pending"}         
 POST     /_sandbox/pods/NS/NAME/ready              {"ready": false}               {}
 POST     /_sandbox/pods/NS/NAME/reset              –                              {"reset": n}
 POST     /_sandbox/connections/drop                –                              {"dropped": n}
-POST     /_sandbox/streams                         {"refuse": bool, "delay": s}   {}
+POST     /_sandbox/streams                         {"refuse": bool, "delay": s,   {}
+                                                   "dial_error": KIND|null}
 POST     /_sandbox/apiserver/restart               {"down": seconds}              {}
 GET      /_sandbox/proxy                           –                              counters
 POST     /_sandbox/proxy                           {"fault": F, "times": n}       counters
@@ -39,6 +40,9 @@ class StreamFaults:
     """Reset every new stream instead of replying (the client sees ``stream reset``)."""
     delay: float = 0.0
     """Seconds to wait before a SYN_REPLY (a slow or overloaded kubelet)."""
+    dial_error: str | None = None
+    """Answer every pod dial with this runtime error instead of connecting
+    (``kubelet.DIAL_ERRORS``: ``refused``, or a pod-gone wording such as ``netns-closed``)."""
 
 
 class AdminTarget(Protocol):
@@ -127,8 +131,17 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
                 target.stream_faults.refuse = bool(args["refuse"])
             if "delay" in args:
                 target.stream_faults.delay = _seconds(args, "delay", 0.0)
+            if "dial_error" in args:
+                kinds = ("refused", "netns-closed", "not-in-store", "crio-not-running",
+                         "pod-not-found")
+                kind = args["dial_error"]
+                if kind is not None and kind not in kinds:
+                    raise ValueError(f"'dial_error' must be one of {', '.join(kinds)} or null, "
+                                     f"not {json.dumps(kind)}")
+                target.stream_faults.dial_error = kind
             return 200, {"refuse": target.stream_faults.refuse,
-                         "delay": target.stream_faults.delay}
+                         "delay": target.stream_faults.delay,
+                         "dial_error": target.stream_faults.dial_error}
         elif path == "/_sandbox/apiserver/restart":
             target.restart_api_soon(_seconds(args, "down", 0.5))
             return 200, {}

@@ -85,9 +85,31 @@ def _parse_uint_error(text: str, why: str) -> str:
     return f'strconv.ParseUint: parsing "{text}": {why}'
 
 
-def dial_error_text(pod: Pod, port: int) -> str:
-    """containerd's message for a refused pod port (§9.3), one line, no newline."""
+DIAL_ERRORS = ("refused", "netns-closed", "not-in-store", "crio-not-running", "pod-not-found")
+"""What the runtime may answer a port-forward with (``StreamFaults.dial_error``): a refused
+port (the pod is fine), or one of the ways the pod's sandbox is gone (issue 12 §5)."""
+
+
+def dial_error_text(pod: Pod, port: int, kind: str = "refused") -> str:
+    """The kubelet's error-stream text (one line, no newline) for ``kind``.
+
+    ``refused``: containerd, the port is closed (§9.3). The others are the pod's
+    sandbox being gone, in the runtimes' own words, each wrapped by the kubelet's
+    ``error forwarding port P to pod ID, uid : …``: containerd's ``network namespace
+    for sandbox "ID" is closed`` and ``failed to find sandbox "ID" in store: not
+    found`` (criService.portForward), CRI-O's ``sandbox ID is not running``
+    (StreamService.PortForward), and ``pod not found ("NAME_NS")``.
+    """
     sid = pod.sandbox_id
+    head = f"error forwarding port {port} to pod {sid}, uid : "
+    if kind == "netns-closed":
+        return head + f'network namespace for sandbox "{sid}" is closed'
+    if kind == "not-in-store":
+        return head + f'failed to find sandbox "{sid}" in store: not found'
+    if kind == "crio-not-running":
+        return head + f"sandbox {sid} is not running"
+    if kind == "pod-not-found":
+        return head + f'pod not found ("{pod.name}_{pod.namespace}")'
     netns = uuid.uuid5(uuid.NAMESPACE_URL, sid)
     return (
         f"error forwarding port {port} to pod {sid}, uid : failed to execute portforward in "
@@ -298,7 +320,8 @@ class Kubelet:
         try:
             conn = await self._dial(pod, port)
         except OSError:
-            await _send_quietly(error, dial_error_text(pod, port).encode())
+            text = dial_error_text(pod, port, self.faults.dial_error or "refused")
+            await _send_quietly(error, text.encode())
             await _eof_quietly(error)
             await _eof_quietly(data_stream)
             up.pairs.discard(pair)
@@ -352,6 +375,8 @@ class Kubelet:
             await trio.aclose_forcefully(conn)
 
     async def _dial(self, pod: Pod, port: int) -> PodStream:
+        if self.faults.dial_error is not None:  # the runtime answers with this error
+            raise ConnectionRefusedError(errno.ECONNREFUSED, self.faults.dial_error)
         pipe = self.backends.connect(pod, port)
         if pipe is not None:
             await trio.lowlevel.checkpoint()
@@ -383,7 +408,7 @@ class Kubelet:
         try:
             conn = await self._dial(pod, port)
         except OSError:
-            await server.finish(i, dial_error_text(pod, port))
+            await server.finish(i, dial_error_text(pod, port, self.faults.dial_error or "refused"))
             return
         stream = server.stream(i)
         pc = _PodConn(pod, conn, trio.CancelScope())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import ssl
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import yaml
 
 from pfcompose.sandbox.apiserver import ApiServer, Request
 from pfcompose.sandbox.backends import Backends
 from pfcompose.sandbox.faults import StreamFaults, handle_admin
 from pfcompose.sandbox.gateway import Gateway, parse_gateway
 from pfcompose.sandbox.handoff import KubeletHandoff
-from pfcompose.sandbox.kubeconfig import write_kubeconfig
+from pfcompose.sandbox.kubeconfig import kubeconfig_dict, write_kubeconfig
 from pfcompose.sandbox.kubelet import Kubelet
 from pfcompose.sandbox.proxy import SandboxProxy
+from pfcompose.sandbox.rbac import rbac_admin
 from pfcompose.sandbox.state import Pod, State, now
-from pfcompose.sandbox.tls import Pki, make_pki
+from pfcompose.sandbox.tls import Pki, issue_client_cert, make_pki
 from pfcompose.wire.endpoint import Endpoint, tune_socket
 
 __all__ = ["PodNotFound", "Sandbox", "run_sandbox"]
@@ -113,10 +116,11 @@ class Sandbox:
         return gateway
 
     async def set_emulate(self, version: str | None) -> None:
-        """Play another server generation: ``1.29`` (no WebSocket tunnel) or ``1.36``
-        (the API server passes WebSocket port-forwards through to the kubelet)."""
-        if version not in (None, "1.29", "1.36"):
-            raise ValueError(f"emulate must be 1.29 or 1.36, not {version!r}")
+        """Play another server generation: ``1.29`` (no WebSocket tunnel), ``1.35`` (RBAC:
+        a WebSocket port-forward also needs ``create``) or ``1.36`` (that, and the API
+        server passes WebSocket port-forwards through to the kubelet)."""
+        if version not in (None, "1.29", "1.35", "1.36"):
+            raise ValueError(f"emulate must be 1.29, 1.35 or 1.36, not {version!r}")
         self.emulate = version
         self.kubelet.no_tunnel = version == "1.29"
         if version == "1.36" and self.handoff is None:
@@ -164,6 +168,9 @@ class Sandbox:
             ctx = self.pki.server_context(require_client_cert=self.require_client_cert)
             if self.prefer_h2:
                 ctx.set_alpn_protocols(["h2", "http/1.1"])
+            if self.state.rbac.enabled and not self.require_client_cert:
+                ctx.verify_mode = ssl.CERT_OPTIONAL  # RBAC: a client certificate names a user
+                ctx.load_verify_locations(self.pki.ca_cert)
             tls = trio.SSLStream(stream, ctx, server_side=True, https_compatible=True)
             try:
                 with trio.fail_after(10):
@@ -208,7 +215,29 @@ class Sandbox:
         await self.kubelet.serve(request, transport, trailing, pod)
 
     async def admin(self, request: Request) -> tuple[int, Any]:
+        if request.path.rstrip("/") == "/_sandbox/rbac":
+            return rbac_admin(self.state.rbac, request.method, request.body)
         return await handle_admin(self, request.method, request.path, request.body)
+
+    def write_user_kubeconfig(self, user: str, path: Path) -> Path:
+        """A kubeconfig for ``user`` of the state's ``users:``: its token, or (TLS, no
+        token) a client certificate the sandbox's CA issues for it (CN = user, O = groups)."""
+        token = self.state.rbac.token_of(user)
+        if token is not None:
+            proxy_url = self.proxy.url() if self.proxy is not None else None
+            server = self.gateway.url if self.gateway is not None else self.url
+            config = kubeconfig_dict(server, pki=self.pki, proxy_url=proxy_url)
+            config["users"][0]["user"] = {"token": token}  # the CA, not the admin's cert
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            path.chmod(0o600)
+            return path
+        if self.pki is None:
+            raise LookupError(f"user {user!r} has no token (and the sandbox has no TLS)")
+        known = self.state.rbac.users.get(user)
+        groups = [g for g in (known.groups if known else ()) if g != "system:authenticated"]
+        pki = issue_client_cert(self.pki, user, groups, path.parent / f"{path.name}-pki")
+        return write_kubeconfig(path, self.url, pki=pki)
 
     # -- objects ------------------------------------------------------------------------
     def pod(self, name: str, namespace: str = "default") -> Pod:

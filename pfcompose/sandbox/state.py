@@ -22,6 +22,7 @@ import trio
 import yaml
 
 from pfcompose.config.selector import Requirement, matches, parse_selector
+from pfcompose.sandbox.rbac import Rbac, RbacError
 
 __all__ = [
     "Behaviour",
@@ -213,6 +214,8 @@ class State:
         self._log: deque[WatchEvent] = deque(maxlen=4096)
         self._watchers: set[Watcher] = set()
         self._pod_counter = 0
+        self.rbac = Rbac()
+        """Users and rules (the state file's ``users:``/``rbac:``); off unless given."""
 
     # -- versions and events ------------------------------------------------
     def _bump(self) -> int:
@@ -353,11 +356,17 @@ class State:
         if not isinstance(data, Mapping):
             raise StateError(f"{source}: the top level must be a mapping")
         state = cls()
-        known = {"namespaces", "pods", "services", "deployments", "statefulsets", "replicasets"}
+        known = {"namespaces", "pods", "services", "deployments", "statefulsets", "replicasets",
+                 "users", "rbac"}
         for key in data:
             if key not in known:
                 raise StateError(f"{source}: unknown key {key!r} (expected one of "
                                  f"{', '.join(sorted(known))})")
+        if "users" in data or "rbac" in data:
+            try:
+                state.rbac.set(data.get("users"), data.get("rbac"), source)
+            except RbacError as exc:
+                raise StateError(str(exc)) from None
         for ns in data.get("namespaces") or []:
             state.add_namespace(str(ns))
         for i, raw in enumerate(data.get("pods") or []):

@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Pki", "make_pki"]
+__all__ = ["Pki", "issue_client_cert", "make_pki"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "loc
     files = {
         "ca.crt": cert_pem(ca), "server.crt": cert_pem(server), "server.key": key_pem(server_key),
         "client.crt": cert_pem(client), "client.key": key_pem(client_key),
+        "ca.key": key_pem(ca_key),  # kept so users' client certificates can be issued (RBAC)
     }
     for fname, data in files.items():
         path = directory / fname
@@ -123,3 +124,40 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "loc
             path.chmod(0o600)
     return Pki(directory / "ca.crt", directory / "server.crt", directory / "server.key",
                directory / "client.crt", directory / "client.key")
+
+
+def issue_client_cert(pki: Pki, cn: str, groups: list[str], directory: Path) -> Pki:
+    """A client certificate for user ``cn`` in ``groups`` (O), signed by the sandbox CA;
+    the returned Pki has it as the client certificate (RBAC tests, docs/sandbox.md)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(
+        (pki.ca_cert.parent / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs)).issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file = directory / "client.key"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    return Pki(pki.ca_cert, pki.server_cert, pki.server_key, directory / "client.crt", key_file)

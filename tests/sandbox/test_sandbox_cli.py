@@ -46,7 +46,7 @@ def test_admin_api_over_http(sandbox_process: SandboxProcess) -> None:
     assert sandbox_process.admin("POST", "/_sandbox/pods/default/web-0/ready",
                                  {"ready": False}) == {}
     assert sandbox_process.admin("POST", "/_sandbox/streams", {"delay": 0.5}) == {
-        "refuse": False, "delay": 0.5}
+        "refuse": False, "delay": 0.5, "dial_error": None}
     new = sandbox_process.admin("POST", "/_sandbox/pods/default/web-0/replace",
                                 {"grace": 3600})["pod"]
     state = sandbox_process.admin("GET", "/_sandbox/state")
