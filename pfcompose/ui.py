@@ -65,7 +65,13 @@ def _point_at_devnull(stream: TextIO) -> None:
 
 
 def _silenced(event: Event, quiet_connections: bool) -> bool:
-    """Per-connection lines are dropped with ``--quiet-connections`` or the forward's key."""
+    """Per-connection lines are dropped with ``--quiet-connections`` or the forward's key.
+
+    A connection's end (bytes, duration, reason) never reaches ``up``'s output: it is
+    for the event log, ``logs --connections``, metrics and ``top``.
+    """
+    if event.kind is Kind.CONNECTION_CLOSED:
+        return True
     return event.kind is Kind.CONNECTION and (quiet_connections or event.data.get("quiet", False))
 
 
