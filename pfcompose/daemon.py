@@ -31,6 +31,7 @@ import trio
 
 from pfcompose import __version__
 from pfcompose.config.spec import ForwardSpec, Plan
+from pfcompose.connstats import project_snapshot
 from pfcompose.control import (
     ControlError,
     DaemonLock,
@@ -43,8 +44,10 @@ from pfcompose.control import (
 )
 from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
+from pfcompose.forward import ForwardStatus
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.launch import Launch, import_path, lean_argv
+from pfcompose.observe import run_metrics, subscribe
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
 from pfcompose.runtime import forward_access
@@ -92,10 +95,11 @@ class Daemon:
         sinks: list[EventSink] = [self.events, self._to_ports_env, self.changes]
         self.order = list(plan.forwards)
         self.access = forward_access(launch, evaluate)
+        self.emit = fan_out(*sinks)
         self.supervisor = Supervisor(
             plan.forwards.values(),
             self.access,
-            emit=fan_out(*sinks),
+            emit=self.emit,
             persistent=True,
         )
         self.stopped = trio.Event()
@@ -117,6 +121,9 @@ class Daemon:
     async def run(self, listener: trio.SocketListener, ready: Reply) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._supervise)
+            if self.plan.metrics:  # the address it started with (up -d again keeps it)
+                snapshot = functools.partial(self.snapshot, ())
+                await nursery.start(run_metrics, self.plan.metrics, snapshot, self.emit)
             await nursery.start(
                 functools.partial(serve, listener, self.handle, in_flight=self.in_flight)
             )
@@ -162,6 +169,21 @@ class Daemon:
             for status in statuses
             if not names or status.name in names
         ]
+
+    def _ordered(self) -> list[ForwardStatus]:
+        rank = {name: index for index, name in enumerate(self.order)}
+        return sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
+
+    def snapshot(self, names: Sequence[str] = ()) -> dict[str, Any]:
+        """Every forward's counters (what metrics render and ``subscribe`` pushes)."""
+        return project_snapshot(self.plan.name, self._ordered(), self._specs(), names)
+
+    async def op_subscribe(self, args: dict[str, Any], send: Reply) -> Any:
+        """``top``: push snapshots until the client goes away or the daemon stops."""
+        self._check_names(list(args.get("names") or ()))
+        return await subscribe(
+            self.plan.name, self._ordered, self._specs, args, send, self.closing
+        )
 
     def _check_names(self, names: Sequence[str]) -> None:
         known = self._specs()

@@ -52,6 +52,9 @@ LEAN_VARIABLE = "PFCOMPOSE_LEAN"
 @click.option("--quiet-connections", is_flag=True,
               help='Do not print a "Handling connection for" line per connection.')
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+@click.option("--metrics", "metrics", default=None, metavar="ADDR",
+              help="Serve Prometheus metrics on ADDR (HOST:PORT, :PORT or PORT; loopback "
+                   "only, the file's metrics.listen may name another address).")
 def up(
     names: Sequence[str],
     kubeconfig: str | None,
@@ -59,6 +62,7 @@ def up(
     sandbox: bool,
     quiet_connections: bool,
     as_json: bool,
+    metrics: str | None,
     **plan_kwargs: Any,
 ) -> None:
     """Start the forwards of the file (or only the FORWARDs named) and keep them alive.
@@ -73,6 +77,8 @@ def up(
     if not plan.forwards:
         click.echo("error: no active forwards (check --profile and the names given)", err=True)
         raise click.exceptions.Exit(ExitCode.CONFIG)
+    if metrics is not None:
+        plan = replace(plan, metrics=_metrics_option(metrics))
     # -- lifecycle (issue 6): -d/--wait go to the daemon; foreground adds ports file/log --
     if lifecycle.detached:
         run_detached(plan, lifecycle, names=names, plan_kwargs=plan_kwargs, kubeconfig=kubeconfig,
@@ -98,6 +104,22 @@ def up(
     from pfcompose.runtime import run
 
     raise click.exceptions.Exit(run(launch))
+
+
+def _metrics_option(text: str) -> str:
+    """``--metrics``: checked as the file's key, and loopback only (exit 2 otherwise)."""
+    from pfcompose.config.metricsconf import is_loopback_listen, parse_metrics_listen
+
+    try:
+        listen = parse_metrics_listen(text)
+    except ValueError as exc:
+        click.echo(f"error: --metrics: {exc}", err=True)
+        raise click.exceptions.Exit(ExitCode.CONFIG) from None
+    if not is_loopback_listen(listen):
+        click.echo(f"error: --metrics: {listen} is not a loopback address; to expose metrics "
+                   "to the network, set metrics.listen in the file", err=True)  # fmt: skip
+        raise click.exceptions.Exit(ExitCode.CONFIG)
+    return listen
 
 
 def _sandboxed(launch: Launch) -> Main:
