@@ -236,7 +236,8 @@ class Daemon:
         names = list(args.get("names") or ())
         since = args.get("since")
         tail = args.get("tail")
-        records = self.events.snapshot(since, names)
+        kinds = set(args.get("kinds") or ())  # ``logs --connections``: connection_closed
+        records = [r for r in self.events.snapshot(since, names) if _kind_in(r, kinds)]
         # Register before the first await, so no event falls between snapshot and follow.
         follow = self.events.follow(names) if args.get("follow") else None
         if isinstance(tail, int) and tail >= 0:
@@ -248,7 +249,7 @@ class Daemon:
                 return {"ended": "snapshot"}
             async with follow:
                 async for record in follow:
-                    if matches(record, since, names):
+                    if matches(record, since, names) and _kind_in(record, kinds):
                         await send({"event": record})
             return {"ended": "stopped" if self.closing.is_set() else "behind"}
         finally:
@@ -300,6 +301,10 @@ class Daemon:
         self.plan = plan
         self.order = list(plan.forwards) + [n for n in self.order if n not in plan.forwards]
         return asdict(result)
+
+
+def _kind_in(record: Mapping[str, Any], kinds: set[str]) -> bool:
+    return not kinds or record.get("kind") in kinds
 
 
 # -- the daemon process -------------------------------------------------------------------

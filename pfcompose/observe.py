@@ -122,6 +122,17 @@ class ForegroundControl:
             raise ControlError(f"no such forward: {', '.join(unknown)}")
 
     async def handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
+        """One request; a bug answering it is an error answer, never the end of ``up``."""
+        from pfcompose.control import ControlError
+
+        try:
+            return await self._handle(op, args, send)
+        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
+        except Exception as exc:
+            raise ControlError(f"internal error: {type(exc).__name__}: {exc}") from exc
+
+    async def _handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
         from pfcompose.control import ControlError
         from pfcompose.status import status_record
 

@@ -221,6 +221,8 @@ class _LogPrinter:
 )
 @click.option("-t", "--timestamps", is_flag=True, help="Show the time of each event.")
 @click.option("--no-color", is_flag=True, help="No colours, even on a terminal.")
+@click.option("--connections", is_flag=True,
+              help="Only each connection's end: peer, duration, bytes each way, how it ended.")
 @click.option(
     "--log-file",
     type=_PATH,
@@ -229,7 +231,7 @@ class _LogPrinter:
     help="Event log to read when the daemon is not running (default: the project's).",
 )
 def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None,
-         timestamps: bool, no_color: bool, log_file: Path | None,
+         timestamps: bool, no_color: bool, connections: bool, log_file: Path | None,
          **plan_kwargs: Any) -> None:  # fmt: skip
     """Print the forwards' events and connection lines, prefixed by forward name.
 
@@ -243,6 +245,7 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
     paths = _project_paths(plan_kwargs)
     since_time = parse_since(since) if since else None
     colour = False if no_color else None
+    kinds = ["connection_closed"] if connections else []
 
     async def stream() -> None:
         conn = await connect(paths)
@@ -251,7 +254,8 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
             known = [r["name"] for r in state["forwards"]]
             printer = _LogPrinter(known or names, timestamps, colour)
             answers = await conn.request(
-                "logs", names=list(names), since=since_time, follow=follow, tail=tail
+                "logs", names=list(names), since=since_time, follow=follow, tail=tail,
+                **({"kinds": kinds} if kinds else {}),
             )
             async for message in answers:
                 if "event" in message:
@@ -267,7 +271,8 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
     except KeyboardInterrupt:
         return
     path = log_file or paths.log
-    records = [r for r in read_log_file(path) if matches(r, since_time, names)]
+    records = [r for r in read_log_file(path) if matches(r, since_time, names)
+               and (not kinds or r.get("kind") in kinds)]  # fmt: skip
     if tail is not None:
         records = records[len(records) - tail :] if tail else []
     if not records and not path.exists():
