@@ -182,10 +182,14 @@ def parse_since(text: str, now: float | None = None) -> float:
 class _LogPrinter:
     """Compose-style ``name | text`` lines, everything on stdout (as ``compose logs``)."""
 
-    def __init__(self, names: Sequence[str], timestamps: bool, colour: bool | None) -> None:
+    def __init__(
+        self, names: Sequence[str], timestamps: bool, colour: bool | None, ends: bool = False
+    ) -> None:
         from pfcompose.ui import TerminalSink
 
-        self._sink = TerminalSink(names, out=sys.stdout, err=sys.stdout, colour=colour)
+        self._sink = TerminalSink(
+            names, out=sys.stdout, err=sys.stdout, colour=colour, connection_ends=ends
+        )
         self._timestamps = timestamps
 
     def __call__(self, record: dict[str, Any]) -> None:
@@ -252,7 +256,7 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
         try:
             state = await conn.call("ps")
             known = [r["name"] for r in state["forwards"]]
-            printer = _LogPrinter(known or names, timestamps, colour)
+            printer = _LogPrinter(known or names, timestamps, colour, connections)
             answers = await conn.request(
                 "logs", names=list(names), since=since_time, follow=follow, tail=tail,
                 **({"kinds": kinds} if kinds else {}),
@@ -279,7 +283,7 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
         click.echo(f"{not_running} (and it has no event log at {path})", err=True)
         return
     printer = _LogPrinter(sorted({r.get("forward", "") for r in records} - {""}), timestamps,
-                          colour)  # fmt: skip
+                          colour, connections)  # fmt: skip
     for record in records:
         printer(record)
     if follow:
