@@ -123,7 +123,8 @@ def render(snapshot: Mapping[str, Any]) -> str:
         _histogram(families["latency"], base, record["latency"])
     lines: list[str] = []
     for family in families.values():
-        lines.extend(family.lines())
+        if family.samples:  # no forward declares health: no healthy family at all
+            lines.extend(family.lines())
     return "\n".join(lines) + "\n"
 
 

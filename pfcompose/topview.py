@@ -53,6 +53,10 @@ MAX_FPS = 4
 WINDOW = 60
 """Seconds of history the sparkline shows."""
 SPARKS = "▁▂▃▄▅▆▇█"
+DETAILS_LINES = 22
+"""Lines of the details frame besides its recent connections (header, info, footer)."""
+RATE_WINDOW = 2.0
+"""Seconds of snapshots a bytes/s figure averages (one push alone is too jumpy)."""
 
 
 def _state(record: dict[str, Any]) -> str:
@@ -89,10 +93,17 @@ class ForwardView:
             self.samples.popleft()
 
     def rates(self) -> tuple[float, float]:
-        """Bytes/s in and out between the last two snapshots."""
+        """Bytes/s in and out over the last :data:`RATE_WINDOW` seconds of snapshots."""
         if len(self.samples) < 2:
             return 0.0, 0.0
-        (t0, in0, out0), (t1, in1, out1) = self.samples[-2], self.samples[-1]
+        t1, in1, out1 = self.samples[-1]
+        t0, in0, out0 = self.samples[-2]
+        for sample in reversed(self.samples):
+            if sample[0] < t1 - RATE_WINDOW:
+                break
+            t0, in0, out0 = sample
+        if t0 >= t1:
+            t0, in0, out0 = self.samples[-2]
         dt = max(t1 - t0, 1e-3)
         return max(0, in1 - in0) / dt, max(0, out1 - out0) / dt
 
@@ -170,8 +181,12 @@ def _health_text(record: dict[str, Any]) -> str:
     return "-" if healthy is None else ("healthy" if healthy else "unhealthy")
 
 
-def render_screen(model: TopModel, width: int = 120) -> RenderableType:
-    """The whole frame: header, the forwards (or one forward's details), footer."""
+def render_screen(
+    model: TopModel, width: int = 120, height: int | None = None
+) -> RenderableType:
+    """The whole frame: header, the forwards (or one forward's details), footer.
+
+    With a ``height``, the details show as many recent connections as fit."""
     from rich.console import Group
     from rich.text import Text
 
@@ -186,7 +201,8 @@ def render_screen(model: TopModel, width: int = 120) -> RenderableType:
         keys = "q quit  enter/esc back  r restart"
     parts: list[RenderableType] = [header, Text(keys, style="dim"), Text("")]
     if model.details and model.current is not None:
-        parts.append(_details(model.current))
+        fits = None if height is None else max(1, height - DETAILS_LINES)
+        parts.append(_details(model.current, fits))
     else:
         parts.append(_table(model, width))
     parts.append(Text(""))
@@ -234,7 +250,7 @@ def _table(model: TopModel, width: int) -> RenderableType:
     return table
 
 
-def _details(view: ForwardView) -> RenderableType:
+def _details(view: ForwardView, rows: int | None = None) -> RenderableType:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -266,7 +282,7 @@ def _details(view: ForwardView) -> RenderableType:
                    header_style="bold", pad_edge=False)  # fmt: skip
     for column in ("PEER", "PORT", "STARTED", "DURATION", "IN", "OUT", "RESULT", "ENDED"):
         recent.add_column(column, no_wrap=column != "ENDED", overflow="ellipsis")
-    for conn in reversed(record.get("recent") or []):
+    for conn in list(reversed(record.get("recent") or []))[:rows]:
         recent.add_row(
             str(conn["peer"]),
             str(conn["local"]),
@@ -472,7 +488,8 @@ async def run_tty(project: str, names: Sequence[str], *, interval: float = 0.5) 
                     while True:
                         await dirty.wait()
                         dirty = trio.Event()
-                        live.update(render_screen(model, console.width), refresh=True)
+                        frame = render_screen(model, console.width, console.height)
+                        live.update(frame, refresh=True)
                         await trio.sleep(1 / MAX_FPS)  # at most MAX_FPS frames a second
 
                 nursery.start_soon(receive)
