@@ -185,10 +185,8 @@ async def _serve_foreground(
     lock = DaemonLock(paths.lock)
     try:
         if not lock.try_acquire():
-            emit(Event("", Kind.WARNING, (
-                f"another up of project {control.plan.name} holds the control channel; "
-                "top shows that one"
-            )))  # fmt: skip
+            # Another foreground up of this project has it (and top shows that one);
+            # not worth a line on every run of a second one.
             task_status.started()
             return
         listener = await bind_socket(paths.socket)

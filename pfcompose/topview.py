@@ -53,7 +53,7 @@ MAX_FPS = 4
 WINDOW = 60
 """Seconds of history the sparkline shows."""
 SPARKS = "▁▂▃▄▅▆▇█"
-DETAILS_LINES = 22
+DETAILS_LINES = 20
 """Lines of the details frame besides its recent connections (header, info, footer)."""
 RATE_WINDOW = 2.0
 """Seconds of snapshots a bytes/s figure averages (one push alone is too jumpy)."""
