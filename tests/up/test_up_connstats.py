@@ -133,3 +133,26 @@ async def test_closed_lines_stay_off_up_output() -> None:
     for sink in sinks:
         sink(Event("f", Kind.CONNECTION_CLOSED, "connection from … ended", data={}))
     assert out.getvalue() == err.getvalue() == ""
+
+
+async def test_no_session_within_hold_is_an_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    text = """
+forwards:
+  f:
+    target: pod/ghost
+    ports: ["0:80"]
+    reconnect: {hold: 100ms, initial_backoff: 5s, max_backoff: 5s}
+"""
+    async with running_up(sandbox, tmp_path, text) as (supervisor, events):
+        await events.wait_for(lambda e: e.kind is Kind.LISTENING)
+        mark = len(events.events)
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", local_port(supervisor, "f"))
+            async with stream:
+                with pytest.raises(trio.BrokenResourceError):
+                    while await stream.receive_some(100):
+                        pass
+        event = await _next_closed(events, mark)
+        assert event.data["result"] == "error"
+        assert event.data["reason"] == "no session to the pod within 0.1s"
+        assert event.data["connect_latency"] is None
