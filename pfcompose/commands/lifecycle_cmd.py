@@ -144,7 +144,16 @@ def ps(names: Sequence[str], fmt: str, **plan_kwargs: Any) -> None:
     paths = _project_paths(plan_kwargs)
 
     async def query() -> Any:
-        return await call(paths, "ps", names=list(names))
+        from pfcompose.control import foreground_paths
+
+        try:
+            return await call(paths, "ps", names=list(names))
+        except NotRunning:  # a foreground up answers ps too
+            try:
+                return await call(foreground_paths(paths.project), "ps", names=list(names))
+            except NotRunning:
+                pass
+            raise
 
     try:
         result = _run_async(query)

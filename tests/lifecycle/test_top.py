@@ -223,6 +223,8 @@ async def test_daemon_metrics_and_foreground_top(
             snap = json.loads((await pf("top", "-f", fg, "--json", "-n", "1")).out)
             assert [f["state"] for f in snap["forwards"]] == ["ready"]
             assert control.socket_is_private(control.foreground_paths("tf").socket)
+            ps = await pf("ps", "-f", fg, "--format", "json")
+            assert [r["status"] for r in json.loads(ps.out)] == ["ready"]
             ls = await pf("ls", "-q")
             assert "tf" not in ls.out.split()  # not a daemon: ls does not list it
         finally:
