@@ -205,7 +205,8 @@ async def test_daemon_metrics_and_foreground_top(
     # A foreground up has a control channel of its own: top finds it.
     fg = write_project(tmp_path / "tf", "tf", ECHO)
     command = [sys.executable, "-m", "pfcompose", "up", "--json", "-f", str(fg),
-               "--kubeconfig", str(sandbox.kubeconfig_path)]  # fmt: skip
+               "--kubeconfig", str(sandbox.kubeconfig_path),
+               "--metrics", "127.0.0.1:0"]  # fmt: skip
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             lambda task_status: trio.run_process(
@@ -220,6 +221,10 @@ async def test_daemon_metrics_and_foreground_top(
                     chunk = await process.stdout.receive_some(65536)
                     assert chunk, "up exited early"
                     buffer += chunk
+            served = re.search(rb"Serving metrics on (http://127\.0\.0\.1:\d+/metrics)", buffer)
+            assert served, buffer  # up --metrics, through the lean runtime
+            scrape = await trio.to_thread.run_sync(_fetch, served.group(1).decode())
+            assert 'pfcompose_forward_ready{project="tf",forward="echo"} 1' in scrape
             snap = json.loads((await pf("top", "-f", fg, "--json", "-n", "1")).out)
             assert [f["state"] for f in snap["forwards"]] == ["ready"]
             assert control.socket_is_private(control.foreground_paths("tf").socket)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Any
 
 from rich.console import Console
@@ -74,3 +75,20 @@ def test_details_fit_the_terminal() -> None:
     assert "127.0.0.1:4019" in text and "127.0.0.1:4014" in text  # newest first
     assert "127.0.0.1:4013" not in text  # 26 lines leave room for 6
     assert len(text.splitlines()) <= 25  # and a status line
+
+
+async def test_subscribe_pushes_at_most_four_times_a_second(autojump_clock: Any) -> None:
+    import trio
+
+    from pfcompose.observe import subscribe
+
+    pushed: list[float] = []
+
+    async def send(message: Any) -> None:
+        assert set(message) == {"snapshot"}
+        pushed.append(trio.current_time())
+
+    result = await subscribe("p", list, dict, {"interval": 0.01, "count": 5}, send, trio.Event())
+    assert result == {"pushed": 5}
+    gaps = [b - a for a, b in itertools.pairwise(pushed)]
+    assert gaps == [0.25] * 4  # asked for 100/s: clamped to 4/s
