@@ -446,6 +446,13 @@ async def run_tty(project: str, names: Sequence[str], *, interval: float = 0.5) 
 
     async with _subscription(project, names, interval) as (snapshots, paths, source):
         model.source = source
+        # The first snapshot before the screen changes: a wrong name or a daemon that
+        # cannot subscribe is one error line on the normal screen, not a frame.
+        try:
+            model.apply(await anext(aiter(snapshots)))
+        except StopAsyncIteration:
+            raise ControlError(f"project {project} is stopping") from None
+        dirty.set()
         fd = sys.stdin.fileno()
         with _cbreak(fd), Live(console=console, screen=True, auto_refresh=False) as live:
             async with trio.open_nursery() as nursery:

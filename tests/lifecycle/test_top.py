@@ -80,12 +80,14 @@ class Screen:
 
 
 @asynccontextmanager
-async def top_in_pty(file: Path, columns: int = 140, rows: int = 40) -> AsyncIterator[Screen]:
+async def top_in_pty(
+    file: Path, *names: str, columns: int = 140, rows: int = 40
+) -> AsyncIterator[Screen]:
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows)}
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "pfcompose", "top", "-f", str(file)],
+        [sys.executable, "-m", "pfcompose", "top", "-f", str(file), *names],
         stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
     )  # fmt: skip
     os.close(slave)
@@ -137,6 +139,10 @@ async def test_top_on_a_terminal(sandbox: Sandbox, runtime: Path, tmp_path: Path
             screen.press(b"q")
             with trio.fail_after(10):
                 assert await screen.process.wait() == 0
+        async with top_in_pty(file, "nope") as screen:  # one line, before any frame
+            await screen.wait_for(r"^error: no such forward: nope\r?\n")
+            with trio.fail_after(10):
+                assert await screen.process.wait() == 1
         logged = await pf("logs", "--file", file, "web", "--no-color")
         assert "web  | stopped" in logged.out  # the restart really happened, in the daemon
 
