@@ -24,6 +24,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("lifecycle_cmd", "down"),
     ("lifecycle_cmd", "restart"),
     ("lifecycle_cmd", "ls"),
+    ("top_cmd", "top"),
 )
 
 

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -69,6 +72,13 @@ STREAM_CREATE_TIMEOUT = 30.0
 """client-go's ``createStreamResponseTimeout``."""
 
 
+RESULTS = ("ok", "refused", "reset", "error")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the connect-latency histogram, Prometheus' default spread
+shifted down: a connection over a live session opens in about one round trip."""
+RECENT = 50
+
+
 @dataclass
 class Traffic:
     """Byte counters a forward aggregates across its connections."""
@@ -79,9 +89,85 @@ class Traffic:
     send_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(SEND_SLOTS))
     """Local reads in flight towards the (one) session of the forward."""
 
+    results: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    """Ended connections by result class (``ok``, ``refused``, ``reset``, ``error``)."""
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    """Connect latencies (accept → streams open) per :data:`LATENCY_BUCKETS` bucket; +Inf last."""
+    latency_sum: float = 0.0
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    """The last ended connections, as :meth:`finish` records them (``top``'s details)."""
+
     def read_size(self) -> int:
         """Bytes per local read now: :data:`READ_BUDGET` shared by the open connections."""
         return max(MIN_READ_SIZE, min(READ_SIZE, READ_BUDGET // max(1, self.active)))
+
+    def opened(self, conn: ConnStats) -> None:
+        """The connection's streams are open: count its connect latency (once per connection)."""
+        conn.opened = time.monotonic()
+        seconds = conn.opened - conn.accepted
+        self.latency_sum += seconds
+        for index, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency[index] += 1
+                return
+        self.latency[-1] += 1
+
+    def finish(self, conn: ConnStats, outcome: Outcome) -> dict[str, Any]:
+        """Classify an ended connection, count it, keep it in :attr:`recent`; its record."""
+        result, reason = classify(conn, outcome)
+        self.results[result] += 1
+        record = {
+            "peer": conn.peer,
+            "local": conn.local,
+            "started": round(conn.started, 6),
+            "duration": round(time.monotonic() - conn.accepted, 6),
+            "connect_latency": (
+                None if conn.opened is None else round(conn.opened - conn.accepted, 6)
+            ),
+            "bytes_in": conn.bytes_in,
+            "bytes_out": conn.bytes_out,
+            "result": result,
+            "reason": reason,
+        }
+        self.recent.append(record)
+        return record
+
+
+
+
+@dataclass(slots=True)
+class ConnStats:
+    """One connection's own counters, bumped in the same copy loops as :class:`Traffic`'s
+    (two int adds per chunk; nothing allocated per chunk)."""
+
+    peer: str
+    local: int
+    accepted: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.time)
+    opened: float | None = None  # monotonic time both streams were open
+    bytes_in: int = 0  # pod → local
+    bytes_out: int = 0  # local → pod
+    ended_by: str | None = None  # "local close" or "pod close": which side finished first
+
+    def end(self, how: str) -> None:
+        if self.ended_by is None:
+            self.ended_by = how
+
+
+def classify(conn: ConnStats, outcome: Outcome) -> tuple[str, str]:
+    """``(result, reason)``: ``ok`` ended by a side closing, ``refused`` by the pod port
+    refusing, ``reset`` by the pod resetting it, ``error`` for anything else (the text)."""
+    error = outcome.error
+    if error is None:
+        return "ok", conn.ended_by or "local close"
+    if "connection refused" in error:
+        return "refused", error
+    if error == RESET_BY_POD or error.endswith(f": {RESET_BY_POD}"):
+        return "reset", "pod reset"
+    return "error", error
+
+
+RESET_BY_POD = "connection reset by the pod"
 
 
 @dataclass(frozen=True)
@@ -140,7 +226,7 @@ async def _read_error_stream(stream: SpdyStream) -> str:
 
 
 async def _pump_session_to_local(
-    data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic
+    data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic, conn: ConnStats
 ) -> None:
     """Write the stream's bytes to ``local`` straight from the session's buffer.
 
@@ -157,12 +243,14 @@ async def _pump_session_to_local(
         if sent:
             data_stream.consume(sent)
             traffic.bytes_in += sent
+            conn.bytes_in += sent
         else:
             await trio.lowlevel.wait_writable(sock)
+    conn.end("pod close")
 
 
 async def _pump_channel_to_local(
-    client: ChannelClient, local: trio.SocketStream, traffic: Traffic
+    client: ChannelClient, local: trio.SocketStream, traffic: Traffic, conn: ConnStats
 ) -> None:
     """Copy to ``local`` in pieces taken only once ``local`` can take bytes.
 
@@ -179,14 +267,16 @@ async def _pump_channel_to_local(
             await local.wait_send_all_might_not_block()
         data = await source.receive_some(share)
         if not data:
+            conn.end("pod close")
             return
         await local.send_all(data)
         traffic.bytes_in += len(data)
+        conn.bytes_in += len(data)
         del data  # not held while waiting for the next piece
 
 
 async def _pump_local_to_remote(
-    local: trio.SocketStream, data_stream: SpdyStream, traffic: Traffic
+    local: trio.SocketStream, data_stream: SpdyStream, traffic: Traffic, conn: ConnStats
 ) -> None:
     """Copy ``local``'s bytes to the data stream, then pass its EOF on (FIN).
 
@@ -214,7 +304,9 @@ async def _pump_local_to_remote(
         if not data:
             break
         traffic.bytes_out += len(data)
+        conn.bytes_out += len(data)
         del data  # not held while the application is quiet
+    conn.end("local close")
     await data_stream.send_eof()
 
 
@@ -226,8 +318,10 @@ async def forward_over_session(
     remote_port: int,
     request_id: int,
     traffic: Traffic,
+    conn: ConnStats | None = None,
 ) -> Outcome:
     """Carry ``local`` over ``session`` to ``remote_port``; always closes ``local``."""
+    conn = conn if conn is not None else ConnStats("", local_port)
     headers = {"streamtype": "error", "port": str(remote_port), "requestid": str(request_id)}
     where = f"{local_port} -> {remote_port}"
     # Both SYN_STREAMs go out in one write before either reply is awaited
@@ -253,7 +347,8 @@ async def forward_over_session(
         except WireError as exc:
             await _close_local(local, reset=True)
             return Outcome(f"error creating forwarding stream for port {where}: {exc}")
-        broken = await _copy_both_ways(data_stream, local, traffic)
+        traffic.opened(conn)
+        broken = await _copy_both_ways(data_stream, local, traffic, conn)
         # As client-go, wait for the error stream to end (the kubelet ends it with the
         # connection); whatever text it carried is already buffered by then.
         message = await _read_error_stream(error_stream)
@@ -277,7 +372,7 @@ async def _finish(
 
 
 async def _copy_both_ways(
-    data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic
+    data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic, conn: ConnStats
 ) -> str | None:
     """Copy until the pod side ends or the local side fails; returns why it broke, if it did.
 
@@ -289,7 +384,7 @@ async def _copy_both_ways(
     broken: str | None = None
     traffic.active += 1
     try:
-        broken = await _copy_until_done(data_stream, local, traffic)
+        broken = await _copy_until_done(data_stream, local, traffic, conn)
     finally:
         traffic.active -= 1
     data_stream.reset()
@@ -297,7 +392,7 @@ async def _copy_both_ways(
 
 
 async def _copy_until_done(
-    data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic
+    data_stream: SpdyStream, local: trio.SocketStream, traffic: Traffic, conn: ConnStats
 ) -> str | None:
     broken: str | None = None
     async with trio.open_nursery() as nursery:
@@ -305,20 +400,20 @@ async def _copy_until_done(
         async def session_to_local() -> None:
             nonlocal broken
             try:
-                await _pump_session_to_local(data_stream, local, traffic)
+                await _pump_session_to_local(data_stream, local, traffic, conn)
             except StreamReset:
-                broken = broken or "connection reset by the pod"
+                broken = broken or RESET_BY_POD
             except SessionLost as exc:
                 broken = f"lost connection to pod: {exc}"
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the local application closed its side
+                conn.end("local close")  # the local application closed its side
             nursery.cancel_scope.cancel()  # the pod side is done: so is the connection
 
         nursery.start_soon(session_to_local)
         # This task copies towards the pod itself: the application's first bytes
         # (usually there by now) leave at once, with the error stream's FIN.
         try:
-            await _pump_local_to_remote(local, data_stream, traffic)
+            await _pump_local_to_remote(local, data_stream, traffic, conn)
         except SessionLost as exc:
             broken = f"lost connection to pod: {exc}"
             nursery.cancel_scope.cancel()
@@ -336,6 +431,7 @@ async def forward_over_channel(
     local_port: int,
     remote_port: int,
     traffic: Traffic,
+    conn: ConnStats | None = None,
 ) -> Outcome:
     """Carry ``local`` over its own channel-protocol WebSocket (transport ``websocket``).
 
@@ -344,6 +440,7 @@ async def forward_over_channel(
     side ends or the local side fails.
     """
     where = f"{local_port} -> {remote_port}"
+    conn = conn if conn is not None else ConnStats("", local_port)
     try:
         client = await dial_channel(endpoint, path, [remote_port])
     except (WireError, OSError, trio.BrokenResourceError) as exc:
@@ -351,9 +448,10 @@ async def forward_over_channel(
         return Outcome(f"error upgrading connection for port {where}: {exc}")
     stream = client.stream(0)
     broken: str | None = None
+    traffic.opened(conn)
     traffic.active += 1
     try:
-        broken = await _copy_over_channel(client, stream, local, traffic)
+        broken = await _copy_over_channel(client, stream, local, traffic, conn)
     finally:
         traffic.active -= 1
     message = client.error(0)
@@ -361,7 +459,11 @@ async def forward_over_channel(
 
 
 async def _copy_over_channel(
-    client: ChannelClient, stream: trio.abc.Stream, local: trio.SocketStream, traffic: Traffic
+    client: ChannelClient,
+    stream: trio.abc.Stream,
+    local: trio.SocketStream,
+    traffic: Traffic,
+    conn: ConnStats,
 ) -> str | None:
     broken: str | None = None
     async with trio.open_nursery() as nursery:
@@ -381,17 +483,20 @@ async def _copy_over_channel(
                 while True:
                     data = await local.receive_some(traffic.read_size())
                     if not data:
+                        conn.end("local close")
                         break
                     await stream.send_all(data)
                     traffic.bytes_out += len(data)
+                    conn.bytes_out += len(data)
                     del data  # not held while the application is quiet
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                conn.end("local close")
                 nursery.cancel_scope.cancel()
 
         nursery.start_soon(run_client)
         nursery.start_soon(local_to_remote)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await _pump_channel_to_local(client, local, traffic)
+            await _pump_channel_to_local(client, local, traffic, conn)
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await client.aclose()
         nursery.cancel_scope.cancel()

@@ -51,6 +51,7 @@ __all__ = [
     "connect",
     "decode",
     "encode",
+    "foreground_paths",
     "is_locked",
     "list_projects",
     "locked_pid",
@@ -130,6 +131,20 @@ def project_paths(project: str, directory: Path | None = None) -> ProjectPaths:
         socket=base / f"{stem}.sock",
         lock=base / f"{stem}.lock",
         stderr=base / f"{stem}.stderr",
+        log=base / f"{stem}.events.jsonl",
+    )
+
+
+def foreground_paths(project: str, directory: Path | None = None) -> ProjectPaths:
+    """The control channel of a foreground ``up`` (``top`` reaches it there): beside the
+    daemon's, named so that ``ls`` (``*.sock``) never takes it for a daemon."""
+    base = directory if directory is not None else runtime_dir()
+    stem = _file_stem(project, base)
+    return ProjectPaths(
+        project=project,
+        socket=base / f"{stem}.up.socket",
+        lock=base / f"{stem}.up.lock",
+        stderr=base / f"{stem}.up.stderr",
         log=base / f"{stem}.events.jsonl",
     )
 

@@ -31,6 +31,7 @@ import trio
 
 from pfcompose import __version__
 from pfcompose.config.spec import ForwardSpec, Plan
+from pfcompose.connstats import project_snapshot
 from pfcompose.control import (
     ControlError,
     DaemonLock,
@@ -43,8 +44,10 @@ from pfcompose.control import (
 )
 from pfcompose.eventlog import EventLog, EventLogFile, matches
 from pfcompose.events import Event, EventSink, fan_out
+from pfcompose.forward import ForwardStatus
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.launch import Launch, import_path, lean_argv
+from pfcompose.observe import run_metrics, subscribe
 from pfcompose.platform import O_CLOEXEC, ipc
 from pfcompose.platform.process import detach_options
 from pfcompose.portsenv import PortsEnvFile
@@ -94,10 +97,11 @@ class Daemon:
         sinks: list[EventSink] = [self.events, self._to_ports_env, self.changes]
         self.order = list(plan.forwards)
         self.access = forward_access(launch, evaluate)
+        self.emit = fan_out(*sinks)
         self.supervisor = Supervisor(
             plan.forwards.values(),
             self.access,
-            emit=fan_out(*sinks),
+            emit=self.emit,
             persistent=True,
         )
         self.stopped = trio.Event()
@@ -119,6 +123,9 @@ class Daemon:
     async def run(self, listener: ipc.ControlListener, ready: Reply) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._supervise)
+            if self.plan.metrics:  # the address it started with (up -d again keeps it)
+                snapshot = functools.partial(self.snapshot, ())
+                await nursery.start(run_metrics, self.plan.metrics, snapshot, self.emit)
             await nursery.start(
                 functools.partial(serve, listener, self.handle, in_flight=self.in_flight)
             )
@@ -164,6 +171,21 @@ class Daemon:
             for status in statuses
             if not names or status.name in names
         ]
+
+    def _ordered(self) -> list[ForwardStatus]:
+        rank = {name: index for index, name in enumerate(self.order)}
+        return sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
+
+    def snapshot(self, names: Sequence[str] = ()) -> dict[str, Any]:
+        """Every forward's counters (what metrics render and ``subscribe`` pushes)."""
+        return project_snapshot(self.plan.name, self._ordered(), self._specs(), names)
+
+    async def op_subscribe(self, args: dict[str, Any], send: Reply) -> Any:
+        """``top``: push snapshots until the client goes away or the daemon stops."""
+        self._check_names(list(args.get("names") or ()))
+        return await subscribe(
+            self.plan.name, self._ordered, self._specs, args, send, self.closing
+        )
 
     def _check_names(self, names: Sequence[str]) -> None:
         known = self._specs()
@@ -216,7 +238,8 @@ class Daemon:
         names = list(args.get("names") or ())
         since = args.get("since")
         tail = args.get("tail")
-        records = self.events.snapshot(since, names)
+        kinds = set(args.get("kinds") or ())  # ``logs --connections``: connection_closed
+        records = [r for r in self.events.snapshot(since, names) if _kind_in(r, kinds)]
         # Register before the first await, so no event falls between snapshot and follow.
         follow = self.events.follow(names) if args.get("follow") else None
         if isinstance(tail, int) and tail >= 0:
@@ -228,7 +251,7 @@ class Daemon:
                 return {"ended": "snapshot"}
             async with follow:
                 async for record in follow:
-                    if matches(record, since, names):
+                    if matches(record, since, names) and _kind_in(record, kinds):
                         await send({"event": record})
             return {"ended": "stopped" if self.closing.is_set() else "behind"}
         finally:
@@ -280,6 +303,10 @@ class Daemon:
         self.plan = plan
         self.order = list(plan.forwards) + [n for n in self.order if n not in plan.forwards]
         return asdict(result)
+
+
+def _kind_in(record: Mapping[str, Any], kinds: set[str]) -> bool:
+    return not kinds or record.get("kind") in kinds
 
 
 # -- the daemon process -------------------------------------------------------------------

@@ -21,6 +21,7 @@ class Kind(StrEnum):
     LISTEN_FAILED = "listen_failed"  # "Unable to listen on port 8080: …"
     CONNECTION = "connection"  # "Handling connection for 8080"
     CONNECTION_ERROR = "connection_error"  # one connection ended badly; the forward goes on
+    CONNECTION_CLOSED = "connection_closed"  # one connection's end: peer, duration, bytes, reason
     STATE = "state"  # resolving / connecting / ready / reconnecting / failed / stopped
     WARNING = "warning"
     ERROR = "error"

@@ -23,7 +23,14 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from pfcompose.config.spec import ForwardSpec
-from pfcompose.connection import Outcome, Traffic, forward_over_channel, forward_over_session
+from pfcompose.connection import (
+    ConnStats,
+    Outcome,
+    Traffic,
+    forward_over_channel,
+    forward_over_session,
+)
+from pfcompose.connstats import closed_message, peer_of
 from pfcompose.events import Event, EventSink, Kind
 from pfcompose.kube import (
     ClusterAccess,
@@ -291,6 +298,8 @@ class Forward:
         self._drained = trio.Event() if self._drained.is_set() else self._drained
         quiet = self.spec.quiet_connections
         self._emit(Kind.CONNECTION, f"Handling connection for {local}", local=local, quiet=quiet)
+        conn = ConnStats(peer_of(stream), local)
+        outcome = Outcome()
         try:
             link = await self._current_link(self.spec.reconnect.hold)
             if link is None:
@@ -301,11 +310,12 @@ class Forward:
                     f"{self.spec.reconnect.hold:g}s ({reason})",
                     local=local,
                 )
+                outcome = Outcome(f"no session to the pod within {self.spec.reconnect.hold:g}s")
                 set_linger_reset(stream)
                 await trio.aclose_forcefully(stream)
                 return
             try:
-                outcome = await self._carry(link, stream, index, local)
+                outcome = await self._carry(link, stream, index, local, conn)
             except Exception as exc:  # one connection's bug must not end the forward
                 log.exception("connection for %s crashed", local)
                 await trio.aclose_forcefully(stream)
@@ -322,9 +332,11 @@ class Forward:
             self.status.connections_open -= 1
             if self.status.connections_open == 0:
                 self._drained.set()
+            record = self.status.traffic.finish(conn, outcome)
+            self._emit(Kind.CONNECTION_CLOSED, closed_message(record), **record)
 
     async def _carry(
-        self, link: Link, stream: trio.SocketStream, index: int, local: int
+        self, link: Link, stream: trio.SocketStream, index: int, local: int, conn: ConnStats
     ) -> Outcome:
         remote = self._remote_ports[index]
         if link.session is not None:
@@ -335,6 +347,7 @@ class Forward:
                 remote_port=remote,
                 request_id=next(self._request_ids),
                 traffic=self.status.traffic,
+                conn=conn,
             )
         return await forward_over_channel(
             link.endpoint,
@@ -343,6 +356,7 @@ class Forward:
             local_port=local,
             remote_port=remote,
             traffic=self.status.traffic,
+            conn=conn,
         )
 
     # -- the link ------------------------------------------------------------------

@@ -75,9 +75,12 @@ def only_interrupts(exc: BaseException) -> bool:
 async def supervise(
     plan: Plan, emit: EventSink, loader: AccessLoader, output_closed: OutputClosed
 ) -> ExitCode:
+    from pfcompose.observe import observing  # metrics, and the channel ``top`` uses
+
     supervisor = Supervisor(plan.forwards.values(), loader, emit=emit)
     output_closed.attach(supervisor.request_stop)
-    return await supervisor.run()
+    async with observing(plan, supervisor, emit):
+        return await supervisor.run()
 
 
 Main = Callable[[EventSink, OutputClosed], Any]

@@ -10,9 +10,10 @@ own cancel scope inside the one nursery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -188,11 +189,24 @@ class Supervisor:
     async def restart(self, names: Iterable[str] | None = None) -> list[str]:
         """Restart the named forwards (all if None) with their current specs."""
         chosen = list(self._running) if names is None else [n for n in names if n in self._running]
-        for name in chosen:
-            spec = self._running[name].forward.spec
-            await self.stop_forward(name)
-            self._start(spec)
+        with self._kept_open():
+            for name in chosen:
+                spec = self._running[name].forward.spec
+                await self.stop_forward(name)
+                self._start(spec)
         return chosen
+
+    @contextlib.contextmanager
+    def _kept_open(self) -> Iterator[None]:
+        """Keep the forwards' nursery open while forwards are swapped: a foreground
+        supervisor (not ``persistent``) would otherwise end with its last forward."""
+        release = trio.Event()
+        if self._nursery is not None:
+            self._nursery.start_soon(release.wait)
+        try:
+            yield
+        finally:
+            release.set()
 
     async def reconcile(self, specs: Mapping[str, ForwardSpec]) -> ReconcileResult:
         """Make the running set match ``specs``; unchanged forwards are not touched."""

@@ -64,8 +64,14 @@ def _point_at_devnull(stream: TextIO) -> None:
         os.close(devnull)
 
 
-def _silenced(event: Event, quiet_connections: bool) -> bool:
-    """Per-connection lines are dropped with ``--quiet-connections`` or the forward's key."""
+def _silenced(event: Event, quiet_connections: bool, closed: bool = False) -> bool:
+    """Per-connection lines are dropped with ``--quiet-connections`` or the forward's key.
+
+    A connection's end (bytes, duration, reason) never reaches ``up``'s output: it is
+    for the event log, ``logs --connections``, metrics and ``top``.
+    """
+    if event.kind is Kind.CONNECTION_CLOSED:
+        return not closed
     return event.kind is Kind.CONNECTION and (quiet_connections or event.data.get("quiet", False))
 
 
@@ -81,10 +87,12 @@ class TerminalSink:
         colour: bool | None = None,
         quiet_connections: bool = False,
         on_closed: Callable[[], None] | None = None,
+        connection_ends: bool = False,
     ) -> None:
         self._output = _Output(on_closed)
         self._out = out if out is not None else sys.stdout
         self._err = err if err is not None else sys.stderr
+        self._connection_ends = connection_ends  # ``logs --connections`` prints them
         names = list(names)
         self._width = max((len(n) for n in names), default=0)
         self._colour = _is_tty(self._out) if colour is None else colour
@@ -101,7 +109,7 @@ class TerminalSink:
         return f"{padded} | "
 
     def __call__(self, event: Event) -> None:
-        if _silenced(event, self._quiet_connections):
+        if _silenced(event, self._quiet_connections, self._connection_ends):
             return
         stream = self._err if event.is_error else self._out
         text = event.message

@@ -144,7 +144,16 @@ def ps(names: Sequence[str], fmt: str, **plan_kwargs: Any) -> None:
     paths = _project_paths(plan_kwargs)
 
     async def query() -> Any:
-        return await call(paths, "ps", names=list(names))
+        from pfcompose.control import foreground_paths
+
+        try:
+            return await call(paths, "ps", names=list(names))
+        except NotRunning:  # a foreground up answers ps too
+            try:
+                return await call(foreground_paths(paths.project), "ps", names=list(names))
+            except NotRunning:
+                pass
+            raise
 
     try:
         result = _run_async(query)
@@ -182,10 +191,14 @@ def parse_since(text: str, now: float | None = None) -> float:
 class _LogPrinter:
     """Compose-style ``name | text`` lines, everything on stdout (as ``compose logs``)."""
 
-    def __init__(self, names: Sequence[str], timestamps: bool, colour: bool | None) -> None:
+    def __init__(
+        self, names: Sequence[str], timestamps: bool, colour: bool | None, ends: bool = False
+    ) -> None:
         from pfcompose.ui import TerminalSink
 
-        self._sink = TerminalSink(names, out=sys.stdout, err=sys.stdout, colour=colour)
+        self._sink = TerminalSink(
+            names, out=sys.stdout, err=sys.stdout, colour=colour, connection_ends=ends
+        )
         self._timestamps = timestamps
 
     def __call__(self, record: dict[str, Any]) -> None:
@@ -221,6 +234,8 @@ class _LogPrinter:
 )
 @click.option("-t", "--timestamps", is_flag=True, help="Show the time of each event.")
 @click.option("--no-color", is_flag=True, help="No colours, even on a terminal.")
+@click.option("--connections", is_flag=True,
+              help="Only each connection's end: peer, duration, bytes each way, how it ended.")
 @click.option(
     "--log-file",
     type=_PATH,
@@ -229,7 +244,7 @@ class _LogPrinter:
     help="Event log to read when the daemon is not running (default: the project's).",
 )
 def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None,
-         timestamps: bool, no_color: bool, log_file: Path | None,
+         timestamps: bool, no_color: bool, connections: bool, log_file: Path | None,
          **plan_kwargs: Any) -> None:  # fmt: skip
     """Print the forwards' events and connection lines, prefixed by forward name.
 
@@ -243,15 +258,17 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
     paths = _project_paths(plan_kwargs)
     since_time = parse_since(since) if since else None
     colour = False if no_color else None
+    kinds = ["connection_closed"] if connections else []
 
     async def stream() -> None:
         conn = await connect(paths)
         try:
             state = await conn.call("ps")
             known = [r["name"] for r in state["forwards"]]
-            printer = _LogPrinter(known or names, timestamps, colour)
+            printer = _LogPrinter(known or names, timestamps, colour, connections)
             answers = await conn.request(
-                "logs", names=list(names), since=since_time, follow=follow, tail=tail
+                "logs", names=list(names), since=since_time, follow=follow, tail=tail,
+                **({"kinds": kinds} if kinds else {}),
             )
             async for message in answers:
                 if "event" in message:
@@ -267,14 +284,15 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
     except KeyboardInterrupt:
         return
     path = log_file or paths.log
-    records = [r for r in read_log_file(path) if matches(r, since_time, names)]
+    records = [r for r in read_log_file(path) if matches(r, since_time, names)
+               and (not kinds or r.get("kind") in kinds)]  # fmt: skip
     if tail is not None:
         records = records[len(records) - tail :] if tail else []
     if not records and not path.exists():
         click.echo(f"{not_running} (and it has no event log at {path})", err=True)
         return
     printer = _LogPrinter(sorted({r.get("forward", "") for r in records} - {""}), timestamps,
-                          colour)  # fmt: skip
+                          colour, connections)  # fmt: skip
     for record in records:
         printer(record)
     if follow:

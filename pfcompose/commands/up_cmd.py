@@ -55,6 +55,9 @@ LEAN_VARIABLE = "PFCOMPOSE_LEAN"
 @click.option("--check", "check_first", is_flag=True,
               help="First check RBAC for every forward (as `pfcompose check`); exit 1 if any "
                    "rule is missing.")
+@click.option("--metrics", "metrics", default=None, metavar="ADDR",
+              help="Serve Prometheus metrics on ADDR (HOST:PORT, :PORT or PORT; loopback "
+                   "only, the file's metrics.listen may name another address).")
 def up(
     names: Sequence[str],
     kubeconfig: str | None,
@@ -62,7 +65,8 @@ def up(
     sandbox: bool,
     quiet_connections: bool,
     as_json: bool,
-    check_first: bool = False,
+    check_first: bool,
+    metrics: str | None,
     **plan_kwargs: Any,
 ) -> None:
     """Start the forwards of the file (or only the FORWARDs named) and keep them alive.
@@ -82,6 +86,8 @@ def up(
 
         if run_check(plan, kubeconfig, context, as_json=as_json) is not ExitCode.OK:
             raise click.exceptions.Exit(ExitCode.FAILURE)
+    if metrics is not None:
+        plan = replace(plan, metrics=_metrics_option(metrics))
     # -- lifecycle (issue 6): -d/--wait go to the daemon; foreground adds ports file/log --
     if lifecycle.detached:
         run_detached(plan, lifecycle, names=names, plan_kwargs=plan_kwargs, kubeconfig=kubeconfig,
@@ -107,6 +113,22 @@ def up(
     from pfcompose.runtime import run
 
     raise click.exceptions.Exit(run(launch))
+
+
+def _metrics_option(text: str) -> str:
+    """``--metrics``: checked as the file's key, and loopback only (exit 2 otherwise)."""
+    from pfcompose.config.metricsconf import is_loopback_listen, parse_metrics_listen
+
+    try:
+        listen = parse_metrics_listen(text)
+    except ValueError as exc:
+        click.echo(f"error: --metrics: {exc}", err=True)
+        raise click.exceptions.Exit(ExitCode.CONFIG) from None
+    if not is_loopback_listen(listen):
+        click.echo(f"error: --metrics: {listen} is not a loopback address; to expose metrics "
+                   "to the network, set metrics.listen in the file", err=True)  # fmt: skip
+        raise click.exceptions.Exit(ExitCode.CONFIG)
+    return listen
 
 
 def _sandboxed(launch: Launch) -> Main:

@@ -25,7 +25,16 @@ from pfcompose.config.discovery import (
 )
 from pfcompose.config.interpolate import interpolate, is_extension_key
 from pfcompose.config.merge import merge_all
-from pfcompose.config.model import NAME_PATTERN, Defaults, FileModel, Forward, PortLong, Reconnect
+from pfcompose.config.metricsconf import is_loopback_listen, parse_metrics_listen
+from pfcompose.config.model import (
+    NAME_PATTERN,
+    Defaults,
+    FileModel,
+    Forward,
+    Metrics,
+    PortLong,
+    Reconnect,
+)
 from pfcompose.config.plan import (
     BuiltForward,
     Plan,
@@ -103,6 +112,7 @@ class _Loader:
         built = self._validate(root, named[0][0])
         name = self._project_name(root, project_name, directory)
         ports_env = self._ports_env(root, directory)
+        metrics = self._metrics(root)
         active = self._active(built, root, profiles, selected, env)
         if self.errors:
             raise self._failure()
@@ -118,6 +128,7 @@ class _Loader:
             forwards={forward.spec.name: forward.spec for forward in active},
             warnings=tuple(self._sorted(unique(self.warnings))),
             ports_env=ports_env,
+            metrics=metrics,
         )
 
     def _files(
@@ -251,6 +262,24 @@ class _Loader:
             return None
         self.partial[id(partial)] = frozenset(str(key) for key in failed)
         return partial
+
+    def _metrics(self, root: Map) -> str | None:
+        """``metrics: {listen: ...}``: the address, checked; a warning if not loopback."""
+        node = root.entries.get("metrics")
+        model = self._model(Metrics, node, ("metrics",))
+        if model is None or model.listen is None or not isinstance(node, Map):
+            return None
+        listen_node = node.entries["listen"]
+        try:
+            listen = parse_metrics_listen(model.listen)
+        except ValueError as exc:
+            self.errors.append(Problem.at(listen_node.pos, "metrics.listen", str(exc)))
+            return None
+        if not is_loopback_listen(listen):
+            self.warnings.append(Problem.at(listen_node.pos, "metrics.listen", (
+                f"{listen} is not a loopback address: the metrics are reachable from the network"
+            )))  # fmt: skip
+        return listen
 
     def _ports_env(self, root: Map, directory: Path) -> Path | None:
         node = root.entries.get("ports_env")

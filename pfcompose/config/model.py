@@ -28,6 +28,7 @@ __all__ = [
     "Defaults",
     "FileModel",
     "Forward",
+    "Metrics",
     "PortLong",
     "Reconnect",
     "json_schema",
@@ -206,6 +207,35 @@ class Forward(Defaults):
     )
 
 
+def _listen_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise PydanticCustomError("listen", "must be HOST:PORT, :PORT or a port number", {})
+    return value
+
+
+ListenText = Annotated[
+    str,
+    BeforeValidator(_listen_text),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 65535}, {"type": "string"}]}
+    ),
+]
+
+
+class Metrics(BaseModel):
+    """The Prometheus endpoint of ``up`` (``/metrics``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: ListenText | None = Field(
+        default=None,
+        description='HOST:PORT, :PORT or PORT to serve metrics on, e.g. "127.0.0.1:9464" '
+        "(host default 127.0.0.1; another address makes them reachable from the network)",
+    )
+
+
 class FileModel(BaseModel):
     """A pfcompose file (``forwards.yaml``)."""
 
@@ -221,6 +251,9 @@ class FileModel(BaseModel):
         default=None,
         description="dotenv file of the actual local ports (PFCOMPOSE_<FORWARD>_<REMOTE>=<port>), "
         "relative to the project directory; rewritten when they change",
+    )
+    metrics: Metrics | None = Field(
+        default=None, description="serve Prometheus metrics of the forwards (off by default)"
     )
     forwards: dict[str, Forward] = Field(
         description="forward name -> forward",

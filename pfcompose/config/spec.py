@@ -67,6 +67,7 @@ class Plan:
     forwards: dict[str, ForwardSpec]  # active forwards only, in file order
     warnings: tuple[Problem, ...]
     ports_env: Path | None = None  # top-level ports_env:, resolved against project_directory
+    metrics: str | None = None  # top-level metrics.listen (or up --metrics), "host:port"
 
 
 # -- JSON ------------------------------------------------------------------------------
@@ -123,6 +124,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "files": [str(path) for path in plan.files],
         "forwards": [spec_to_json(spec) for spec in plan.forwards.values()],
         "ports_env": str(plan.ports_env) if plan.ports_env else None,
+        "metrics": plan.metrics,
     }
 
 
@@ -135,4 +137,5 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         forwards={spec.name: spec for spec in specs},
         warnings=(),
         ports_env=Path(data["ports_env"]) if data.get("ports_env") else None,
+        metrics=data.get("metrics"),
     )

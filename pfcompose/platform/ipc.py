@@ -59,7 +59,7 @@ SECRET_BYTES = 32
 _SECRET_LINE = SECRET_BYTES * 2 + 1  # hex digits and "\n"
 ADMIT_TIMEOUT = 5.0
 """Seconds a TCP client has to present the secret before it is cut off."""
-_SUFFIX = ".sock"
+_SUFFIX = ".up.socket"  # the longest name beside a stem: a foreground up's socket
 
 
 def user_id() -> int | None:
@@ -70,7 +70,8 @@ def user_id() -> int | None:
 
 def fit_stem(base: Path, stem: str) -> str:
     """``stem``, or a prefix of it plus 12 hex digits of its SHA-256, so that
-    ``base/stem.sock`` fits :data:`SOCKET_PATH_MAX` (and no stem exceeds 60).
+    ``base/stem.up.socket`` (the longest of the names) fits :data:`SOCKET_PATH_MAX`
+    (and no stem exceeds 60).
 
     Idempotent: a fitted stem fits again unchanged (``ps`` lists projects by stem).
     """

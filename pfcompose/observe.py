@@ -1,0 +1,229 @@
+"""Looking at a running project from outside: pushed snapshots, metrics, a foreground channel.
+
+* ``subscribe`` (a control-channel request of the daemon and of a foreground ``up``):
+  the supervisor pushes a snapshot of every forward's counters every ``interval``
+  seconds (at most 4 a second) until the client goes away — ``pfcompose top``
+  never polls and never asks the kernel.
+* :func:`run_metrics`: the Prometheus endpoint (:mod:`pfcompose.metrics`) beside
+  the supervisor, in the daemon and in a foreground ``up``.
+* :class:`ForegroundControl`: a foreground ``up`` had no control channel; it now
+  serves ``info``, ``ps``, ``subscribe`` and ``restart`` on a socket of its own
+  (:func:`~pfcompose.control.foreground_paths`), held with a lock as the daemon's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from pfcompose.connstats import project_snapshot
+from pfcompose.events import Event, EventSink, Kind
+
+if TYPE_CHECKING:
+    from pfcompose.config.spec import ForwardSpec, Plan
+    from pfcompose.control import Reply
+    from pfcompose.forward import ForwardStatus
+    from pfcompose.supervisor import Supervisor
+
+__all__ = [
+    "MIN_INTERVAL",
+    "ForegroundControl",
+    "observing",
+    "run_metrics",
+    "subscribe",
+]
+
+MIN_INTERVAL = 0.25
+"""Fastest push a subscriber may ask for: ``top`` refreshes at most 4 times a second."""
+MAX_INTERVAL = 10.0
+
+
+async def subscribe(
+    project: str,
+    statuses: Callable[[], Sequence[ForwardStatus]],
+    specs: Callable[[], Mapping[str, ForwardSpec]],
+    args: Mapping[str, Any],
+    send: Reply,
+    stopping: trio.Event,
+) -> dict[str, Any]:
+    """Push ``{"snapshot": ...}`` every ``args.interval`` seconds until the client goes
+    away, ``stopping`` is set or ``args.count`` pushes were made."""
+    names = [str(name) for name in args.get("names") or ()]
+    interval = min(MAX_INTERVAL, max(MIN_INTERVAL, float(args.get("interval") or 1.0)))
+    count = args.get("count")
+    pushed = 0
+    while not stopping.is_set():
+        await send({"snapshot": project_snapshot(project, statuses(), specs(), names)})
+        pushed += 1
+        if isinstance(count, int) and pushed >= count:
+            break
+        with trio.move_on_after(interval):
+            await stopping.wait()
+    return {"pushed": pushed}
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+async def run_metrics(
+    listen: str,
+    snapshot: Callable[[], Mapping[str, Any]],
+    emit: EventSink,
+    *,
+    task_status: trio.TaskStatus[str | None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve metrics on ``listen`` until cancelled; a port that cannot be bound is one
+    error line (the forwards go on without metrics)."""
+    from pfcompose.metrics import bind_metrics, listener_url, serve_metrics
+
+    try:
+        listener = await bind_metrics(listen)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        emit(Event("", Kind.ERROR, f"metrics: unable to listen on {listen}: {reason}"))
+        task_status.started(None)
+        return
+    url = listener_url(listener)
+    emit(Event("", Kind.STATE, f"Serving metrics on {url}", data={"metrics": url}))
+    task_status.started(url)
+    await serve_metrics(listener, snapshot)
+
+
+# -- a foreground up's control channel ---------------------------------------------------------
+
+
+class ForegroundControl:
+    """The requests a foreground ``up`` answers (the daemon answers these and more)."""
+
+    def __init__(self, plan: Plan, supervisor: Supervisor, stopping: trio.Event) -> None:
+        self.plan = plan
+        self.supervisor = supervisor
+        self.stopping = stopping
+        self.started = time.time()
+
+    def _specs(self) -> dict[str, ForwardSpec]:
+        return {forward.spec.name: forward.spec for forward in self.supervisor.forwards}
+
+    def _statuses(self) -> list[ForwardStatus]:
+        rank = {name: index for index, name in enumerate(self.plan.forwards)}
+        return sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
+
+    def _check(self, names: Sequence[str]) -> None:
+        from pfcompose.control import ControlError
+
+        unknown = [name for name in names if name not in self._specs()]
+        if unknown:
+            raise ControlError(f"no such forward: {', '.join(unknown)}")
+
+    async def handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
+        """One request; a bug answering it is an error answer, never the end of ``up``."""
+        from pfcompose.control import ControlError
+
+        try:
+            return await self._handle(op, args, send)
+        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
+        except Exception as exc:
+            raise ControlError(f"internal error: {type(exc).__name__}: {exc}") from exc
+
+    async def _handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
+        from pfcompose.control import ControlError
+        from pfcompose.status import status_record
+
+        names = [str(name) for name in args.get("names") or ()]
+        if op == "info":
+            return {
+                "project": self.plan.name,
+                "pid": os.getpid(),
+                "foreground": True,
+                "files": [str(f) for f in self.plan.files],
+                "forwards": len(self.supervisor.forwards),
+                "started": self.started,
+            }
+        if op == "ps":
+            self._check(names)
+            specs, now = self._specs(), time.time()
+            records = [
+                status_record(status, specs.get(status.name), now=now)
+                for status in self._statuses()
+                if not names or status.name in names
+            ]
+            return {"project": self.plan.name, "forwards": records}
+        if op == "subscribe":
+            self._check(names)
+            return await subscribe(
+                self.plan.name, self._statuses, self._specs, args, send, self.stopping
+            )
+        if op == "restart":
+            self._check(names)
+            return {"restarted": await self.supervisor.restart(names or None)}
+        raise ControlError(f"unknown request {op!r} (a foreground up answers info, ps, "
+                           "subscribe and restart)")  # fmt: skip
+
+
+async def _serve_foreground(
+    control: ForegroundControl,
+    emit: EventSink,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hold the foreground lock and serve its socket; no lock or socket: go on without."""
+    from pfcompose.control import ControlError, DaemonLock, bind_socket, foreground_paths, serve
+
+    try:
+        paths = foreground_paths(control.plan.name)
+    except (ControlError, OSError) as exc:
+        emit(Event("", Kind.WARNING, f"no control channel for top: {exc}"))
+        task_status.started()
+        return
+    lock = DaemonLock(paths.lock)
+    try:
+        if not lock.try_acquire():
+            # Another foreground up of this project has it (and top shows that one);
+            # not worth a line on every run of a second one.
+            task_status.started()
+            return
+        listener = await bind_socket(paths.socket)
+    except OSError as exc:
+        lock.release()
+        emit(Event("", Kind.WARNING, f"no control channel for top: {exc}"))
+        task_status.started()
+        return
+    try:
+        await serve(listener, control.handle, task_status=task_status)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            paths.socket.unlink()
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def observing(
+    plan: Plan, supervisor: Supervisor, emit: EventSink, *, foreground: bool = True
+) -> AsyncIterator[None]:
+    """Metrics (if the plan asks) and, for a foreground ``up``, its control channel,
+    for as long as the body (the supervisor) runs."""
+    stopping = trio.Event()
+    async with trio.open_nursery() as nursery:
+        if plan.metrics:
+            snapshot = functools.partial(_snapshot, plan, supervisor)
+            await nursery.start(functools.partial(run_metrics, plan.metrics, snapshot, emit))
+        if foreground:
+            control = ForegroundControl(plan, supervisor, stopping)
+            await nursery.start(functools.partial(_serve_foreground, control, emit))
+        try:
+            yield
+        finally:
+            stopping.set()
+            nursery.cancel_scope.cancel()
+
+
+def _snapshot(plan: Plan, supervisor: Supervisor) -> dict[str, Any]:
+    specs = {forward.spec.name: forward.spec for forward in supervisor.forwards}
+    return project_snapshot(plan.name, supervisor.statuses, specs)
