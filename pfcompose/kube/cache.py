@@ -15,6 +15,7 @@ runs it in a short-lived helper process, so the forwarding runtime never loads i
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,12 @@ Key = tuple[str | None, str | None]  # (kubeconfig, context)
 Evaluator = Callable[[str | None, str | None], Awaitable[AccessMaterial]]
 
 EXPIRY_MARGIN = 10.0
-"""Seconds before an exec credential's expiry at which it is renewed."""
+"""Seconds before an exec credential's expiry at which it is renewed..."""
+
+EXPIRY_FRACTION = 0.2
+"""...or this fraction of its lifetime, if that is less: a 5-second token is renewed
+1 s before it lapses, not at once every time (client-go renews only after expiry,
+which lets a token lapse between the check and the request)."""
 
 ERROR_TTL = 1.0
 """Seconds a failed evaluation is answered from memory: fifty forwards on one broken
@@ -64,7 +70,7 @@ async def evaluate_in_thread(kubeconfig: str | None, context: str | None) -> Acc
 
 _HELPER = (
     "import sys; sys.path[:0] = sys.argv[1:2]; "
-    "from pfcompose.kube.kubeconfig import main; sys.exit(main())"
+    "from pfcompose.kube.kubeconfig import main; sys.exit(main(sys.argv[2:3]))"
 )
 
 
@@ -74,25 +80,34 @@ async def evaluate_in_subprocess(kubeconfig: str | None, context: str | None) ->
     The helper runs with the normal site setup (this process may not) and finds this
     very package through its root directory, passed as an argument rather than in
     ``PYTHONPATH`` so that exec plugins written in Python do not inherit it.
+
+    In the foreground on a terminal the helper gets this process's stdin and stderr,
+    so an exec plugin whose ``interactiveMode`` allows it can prompt (a device code,
+    a browser login) as under kubectl; otherwise (the daemon, a pipe) stdin is
+    ``/dev/null`` and stderr is captured, and a plugin that needs a terminal fails
+    with one line instead of waiting for input that cannot come.
     """
+    from pfcompose.kube.access import stdin_is_terminal
+
     root = str(Path(__file__).resolve().parent.parent.parent)
-    request = json.dumps({"kubeconfig": kubeconfig, "context": context}).encode() + b"\n"
+    request = json.dumps({"kubeconfig": kubeconfig, "context": context})
+    terminal = stdin_is_terminal()
     with trio.fail_after(HELPER_TIMEOUT):
         result = await trio.run_process(
-            [sys.executable, "-c", _HELPER, root],
-            stdin=request,
+            [sys.executable, "-c", _HELPER, root, request],
+            stdin=None if terminal else subprocess.DEVNULL,
             capture_stdout=True,
-            capture_stderr=True,
+            capture_stderr=not terminal,
             check=False,
         )
     try:
         answer = json.loads(result.stdout.decode("utf-8").splitlines()[0])
     except (ValueError, IndexError):
-        lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        lines = (result.stderr or b"").decode("utf-8", "replace").strip().splitlines()
         why = lines[-1] if lines else f"exit status {result.returncode}"
-        raise KubeConfigError(f"cannot evaluate the kubeconfig: {why}") from None
+        raise KubeConfigError(f"cannot evaluate the kubeconfig: {why}", retryable=True) from None
     if "error" in answer:
-        raise KubeConfigError(str(answer["error"]))
+        raise KubeConfigError(str(answer["error"]), retryable=bool(answer.get("retryable")))
     return AccessMaterial.from_json(answer["material"])
 
 
@@ -123,9 +138,18 @@ class AccessCache:
                 material, build_access(material), None, self._clock()
             )
 
-    def invalidate(self, kubeconfig: str | None, context: str | None) -> None:
-        """The server refused the credentials (401): evaluate again on the next use."""
-        self._entries.pop((kubeconfig, context), None)
+    def invalidate(
+        self, kubeconfig: str | None, context: str | None, failed: ClusterAccess | None = None
+    ) -> None:
+        """The server refused the credentials (401): evaluate again on the next use.
+
+        With ``failed`` (the access that got the 401), only if that is still the cached
+        one: fifty connections refused together re-evaluate once, not fifty times.
+        """
+        key = (kubeconfig, context)
+        entry = self._entries.get(key)
+        if entry is not None and (failed is None or entry.access is failed):
+            del self._entries[key]
 
     async def get(self, kubeconfig: str | None, context: str | None) -> ClusterAccess:
         key = (kubeconfig, context)
@@ -154,8 +178,10 @@ class AccessCache:
         if entry.material is None:
             return now - entry.at >= ERROR_TTL
         expires = entry.material.expires
-        if expires is not None and now >= expires - EXPIRY_MARGIN:
-            return True
+        if expires is not None:
+            margin = min(EXPIRY_MARGIN, max(0.0, expires - entry.at) * EXPIRY_FRACTION)
+            if now >= expires - margin:
+                return True
         return any(file_stamp(path) != (path, m, s) for path, m, s in entry.material.sources)
 
 
@@ -179,6 +205,6 @@ class ForwardAccess:
     async def __call__(self, spec: ForwardSpec) -> ClusterAccess:
         return await self.cache.get(*self.key(spec))
 
-    def invalidate(self, spec: ForwardSpec) -> None:
-        self.cache.invalidate(*self.key(spec))
+    def invalidate(self, spec: ForwardSpec, failed: ClusterAccess | None = None) -> None:
+        self.cache.invalidate(*self.key(spec), failed)
 

@@ -22,6 +22,7 @@ import trio
 
 from pfcompose.config.selector import SelectorError, parse_selector
 from pfcompose.sandbox import discovery, objects
+from pfcompose.sandbox.auth import Authenticator
 from pfcompose.sandbox.state import Pod, State
 
 __all__ = ["ApiHooks", "ApiServer", "Request"]
@@ -40,6 +41,8 @@ class Request:
     body: bytes
     h11_request: h11.Request
     raw_headers: list[tuple[str, str]] = field(default_factory=list)
+    auth_outcome: str = "ok"
+    """What :class:`~pfcompose.sandbox.auth.Authenticator` said of the credential."""
 
     def q(self, name: str, default: str = "") -> str:
         values = self.query.get(name)
@@ -55,6 +58,7 @@ class ApiHooks(Protocol):
 
     state: State
     token: str | None
+    auth: Authenticator
 
     async def portforward(self, request: Request, transport: trio.abc.Stream,
                           trailing: bytes, pod: Pod) -> None: ...
@@ -118,7 +122,8 @@ class ApiServer:
                 self.requests.append((request.method, request.h11_request.target.decode()))
                 self._request_seen.set()
                 self._request_seen = trio.Event()
-                if request.is_upgrade:
+                authenticated = self._authenticate(request)
+                if request.is_upgrade and authenticated:
                     pod = self._portforward_target(request)
                     if pod is not None and pod.node_name is not None:
                         trailing, _ = conn.trailing_data
@@ -181,6 +186,8 @@ class ApiServer:
                       request: Request) -> bool:
         """Route and answer; False when the connection must close afterwards."""
         try:
+            if request.path == "/_sandbox/tokens" and request.method == "POST":
+                raise _Reply(*self._mint(request))  # the identity provider: no credential
             self._authorize(request)
             if request.path.startswith("/_sandbox/"):
                 status, body = await self.hooks.admin(request)
@@ -199,12 +206,29 @@ class ApiServer:
                                  json.dumps(reply.body, separators=(",", ":")).encode())
         return True
 
+    def _authenticate(self, request: Request) -> bool:
+        """Authentication, first of all (before an upgrade reaches the kubelet), as a
+        real API server does; ``_authorize`` answers the 401 for a refused request."""
+        request.auth_outcome = self.hooks.auth.check(
+            request.method, request.h11_request.target.decode("latin-1"), request.headers,
+            request.raw_headers, request.is_upgrade)
+        return request.auth_outcome == "ok"
+
     def _authorize(self, request: Request) -> None:
-        token = self.hooks.token
-        if token is None:
-            return
-        if request.headers.get("authorization", "") != f"Bearer {token}":
+        if request.auth_outcome != "ok":
             raise _Reply(401, objects.status_json(401, "Unauthorized"))
+
+    def _mint(self, request: Request) -> tuple[int, Any]:
+        """``POST /_sandbox/tokens`` (``{"ttl": seconds}`` optional): a short-lived token."""
+        try:
+            args = json.loads(request.body) if request.body.strip() else {}
+            ttl = args.get("ttl") if isinstance(args, dict) else None
+            if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                                    or ttl <= 0):
+                raise ValueError
+        except ValueError:
+            return 400, objects.status_json(400, "the body must be {\"ttl\": seconds > 0}")
+        return 200, self.hooks.auth.mint(ttl)
 
     # -- routes ---------------------------------------------------------------------
     def _portforward_target(self, request: Request) -> Pod | None:
