@@ -31,8 +31,9 @@ def kubeconfig_dict(
     user: dict[str, Any] = {}
     if pki is not None:
         cluster["certificate-authority"] = str(pki.ca_cert)
-        user["client-certificate"] = str(pki.client_cert)
-        user["client-key"] = str(pki.client_key)
+        if exec_plugin is None:  # kubectl prefers a client certificate to an exec plugin
+            user["client-certificate"] = str(pki.client_cert)
+            user["client-key"] = str(pki.client_key)
     if exec_plugin is not None:
         args = ["-m", "pfcompose.sandbox.execplugin", exec_plugin]
         if pki is not None:
