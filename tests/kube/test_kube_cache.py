@@ -140,6 +140,35 @@ async def test_exec_credential_reused_until_near_its_expiry_or_a_401(tmp_path: P
     assert auth(await cache.get(path, None)) == "Bearer tok-3"
 
 
+async def test_a_short_lived_token_is_renewed_a_fifth_of_its_life_early(tmp_path: Path) -> None:
+    """A 5-second token: renewed 1 s before it lapses (not at once, every time, as a
+    fixed 10-second margin would), so it is never sent expired."""
+    clock = Clock()
+    expires = 1_000_000_200.0  # 2001-09-09T01:50:00Z
+    path = write_kubeconfig(tmp_path / "kc", exec_user(tmp_path, "2001-09-09T01:50:00Z"))
+    clock.now = expires - 5.0
+    cache = AccessCache(evaluate_in_thread, clock=clock)
+    first = await cache.get(path, None)
+    clock.now = expires - 1.01
+    assert await cache.get(path, None) is first
+    clock.now = expires - 1.0
+    assert auth(await cache.get(path, None)) == "Bearer tok-2"
+    assert cache.evaluations == 2
+
+
+async def test_a_401_from_an_older_access_does_not_discard_a_newer_one(tmp_path: Path) -> None:
+    """Fifty connections refused together re-evaluate once."""
+    path = write_kubeconfig(tmp_path / "kc", exec_user(tmp_path))
+    cache = AccessCache(evaluate_in_thread)
+    old = await cache.get(path, None)
+    cache.invalidate(path, None, old)
+    new = await cache.get(path, None)
+    for _ in range(3):
+        cache.invalidate(path, None, old)  # the late refusals of the old token
+    assert await cache.get(path, None) is new
+    assert (auth(new), cache.evaluations) == ("Bearer tok-2", 2)
+
+
 async def test_without_expiry_an_exec_credential_lasts_until_a_401(tmp_path: Path) -> None:
     path = write_kubeconfig(tmp_path / "kc", exec_user(tmp_path))
     cache = AccessCache(evaluate_in_thread)
