@@ -29,6 +29,7 @@ from pfcompose.kube import (
     ClusterAccess,
     KubeApiError,
     KubeClient,
+    KubeConfigError,
     NoReadyPod,
     PodNotRunning,
     is_ready_pod,
@@ -168,6 +169,7 @@ class Forward:
         self._drained.set()
         self._bound: list[BoundPort] = []
         self._last_access: ClusterAccess | None = None
+        self._credential_error: str | None = None
 
     # -- events ------------------------------------------------------------------
 
@@ -321,7 +323,14 @@ class Forward:
         now (the cache renews an expiring one), re-evaluated after a 401 (``renew``)."""
         if renew:
             self._forget_access(self._last_access)
-        access = await self._load_access(self.spec)
+        try:
+            access = await self._load_access(self.spec)
+        except KubeConfigError as exc:  # the forward stays ready; ``ps`` says why dials fail
+            self._credential_error = self.status.last_error = describe(exc)
+            raise
+        if self._credential_error is not None and self.status.last_error == self._credential_error:
+            self.status.last_error = None
+        self._credential_error = None
         self._last_access = access
         return access.endpoint
 

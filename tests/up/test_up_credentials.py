@@ -28,6 +28,24 @@ def forwards(transport: str) -> str:
             f"    transport: {transport}\n")
 
 
+async def try_echo(port: int, payload: bytes) -> bytes:
+    """One websocket-transport echo; b"" when the connection was reset instead."""
+    with trio.fail_after(15):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            try:
+                await stream.send_all(payload)
+                got = b""
+                while len(got) < len(payload):
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        break
+                    got += data
+            except (trio.BrokenResourceError, OSError):
+                return b""
+    return got
+
+
 def lapse_tokens(sb: Sandbox, offset: list[float]) -> None:
     """Move the sandbox's clock past every token minted so far (1 h tokens)."""
     offset[0] += 7200.0
@@ -127,3 +145,36 @@ async def test_a_failing_plugin_is_one_line_and_retried(tmp_path: Path) -> None:
             token_file.write_text("second")
             await events.ready("e", after=mark, timeout=20)
             assert await echo_round_trip(local_port(sup, "e"), b"back") == b"back"
+
+
+async def test_websocket_dials_report_a_failing_plugin_in_ps(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("first")
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(FLAKY_PLUGIN)
+    async with run_sandbox(State.from_dict(DEFAULT_STATE), tls=True, token="first") as sb:
+        config = yaml.safe_load(sb.kubeconfig_path.read_text())
+        config["users"][0]["user"] = {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
+            "args": [str(plugin), str(token_file)], "interactiveMode": "Never"}}
+        kubeconfig = tmp_path / "kc"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        load = ForwardAccess(str(kubeconfig), None)
+        async with running_up(sb, tmp_path, forwards("websocket"), loader=load) as (sup, events):
+            await events.ready("e")
+            port = local_port(sup, "e")
+            sb.token = "second"  # the held token is refused: the dial re-evaluates
+            token_file.write_text("fail")
+            mark = len(events.events)
+            assert await try_echo(port, b"x") == b""  # closed (reset): no credential
+            expected = (f'exec plugin "{sys.executable}" failed: '
+                        "error: the refresh token has expired; run acme login")
+            failed = await events.wait_for(lambda e: e.kind is Kind.CONNECTION_ERROR, after=mark)
+            assert failed.message.endswith(expected)
+            assert sup.statuses[0].last_error == expected  # `ps` says why, still ready
+            assert sup.statuses[0].state.value == "ready"
+            token_file.write_text("second")
+            with trio.fail_after(10):  # the failure is remembered ~1 s, then retried
+                while await try_echo(port, b"ok") != b"ok":
+                    await trio.sleep(0.2)
+            assert sup.statuses[0].last_error is None
