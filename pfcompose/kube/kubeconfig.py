@@ -397,8 +397,8 @@ def _exec_credentials(user: ConfigNode, cluster: ConfigNode, user_name: str) -> 
     if mode == "Always" and not terminal:
         raise KubeConfigError(
             f'exec plugin "{command}" needs a terminal (interactiveMode: Always) and standard '
-            "input is not one: log in with it in a terminal, or run pfcompose up in the "
-            "foreground",
+            "input is not one: log in with it in a terminal first, or run pfcompose up "
+            "(without -d) from a terminal",
             retryable=True,
         )
     interactive = terminal and mode != "Never"
