@@ -4,6 +4,9 @@ short-lived minted tokens that expire, and the Host / Impersonate-* headers it r
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.error
+import urllib.request
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -118,3 +121,32 @@ async def test_kubectl_logs_in_through_the_sandbox_exec_plugin() -> None:
         assert done.returncode == 1
         assert "error: You must be logged in to the server" in done.stderr.decode()
         assert sb.auth.rejected >= 1
+
+
+@requires_kubectl
+@pytest.mark.kubectl
+async def test_token_ttl_on_the_command_line(tmp_path: Path) -> None:
+    from pfcompose.testing import start_sandbox_process
+
+    state = {"pods": [{"name": "a", "ports": [80]}]}
+    # --tls: kubectl 1.32 sends no bearer token to a plain-http server
+    with start_sandbox_process(state, tmp_path, extra_args=["--tls", "--token-ttl", "30"]) as sb:
+        assert "Tokens live 30s (kubeconfig user: exec plugin python -m " \
+               "pfcompose.sandbox.execplugin)" in sb.output
+        r = await run_kubectl(sb.kubeconfig_path, "get", "pods", "-o", "name")
+        assert (r.returncode, r.stdout) == (0, b"pod/a\n"), r.stderr
+        cluster = yaml.safe_load(sb.kubeconfig_path.read_text())["clusters"][0]["cluster"]
+        ca = ssl.create_default_context(cafile=cluster["certificate-authority"])
+
+        def call(path: str, body: bytes | None = None, token: str | None = None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            req = urllib.request.Request(sb.url + path, data=body, headers=headers)
+            with urllib.request.urlopen(req, timeout=10, context=ca) as resp:
+                return json.loads(resp.read())
+
+        minted = call("/_sandbox/tokens", b'{"ttl": 10}')
+        described = call("/_sandbox/auth", token=minted["token"])
+        assert (described["mints"], described["tokenTTL"]) == (2, 30.0)  # kubectl's + ours
+        with pytest.raises(urllib.error.HTTPError) as info:
+            call("/_sandbox/auth")  # no credential
+        assert info.value.code == 401
