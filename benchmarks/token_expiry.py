@@ -73,6 +73,7 @@ class Tally:
         self.bulk_ok = 0
         self.bulk_bytes = 0
         self.bulk_failed = 0
+        self.latencies: list[float] = []
 
     def fail(self, why: str) -> None:
         self.failed += 1
@@ -82,6 +83,7 @@ class Tally:
 
 async def one_connection(port: int, tally: Tally) -> None:
     """Connect, echo 64 bytes, check them, close (no half-close: every transport)."""
+    start = trio.current_time()
     try:
         with trio.fail_after(30):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -97,6 +99,7 @@ async def one_connection(port: int, tally: Tally) -> None:
             tally.fail(f"echo answered {len(got)} bytes, not the 64 sent")
         else:
             tally.ok += 1
+            tally.latencies.append(trio.current_time() - start)
     except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
         tally.fail(f"{type(exc).__name__}: {exc}")
 
@@ -195,8 +198,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "forwards": {n: {"connections_ok": t.ok, "connections_failed": t.failed,
                          "bulk_transfers": t.bulk_ok, "bulk_failed": t.bulk_failed,
                          "bulk_mb_s": round(t.bulk_bytes / 1e6 / elapsed, 1),
+                         **_latency(t.latencies),
                          "failures": t.failures} for n, t in tallies.items()},
     }
+
+
+def _latency(values: list[float]) -> dict[str, float]:
+    """Connect-to-echo times (ms): median, p99, max — a renewal that blocks shows here."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)  # noqa: E731
+    return {"echo_ms_median": pick(0.5), "echo_ms_p99": pick(0.99),
+            "echo_ms_max": round(ordered[-1] * 1000, 1)}
 
 
 def _ports(up: procs.Proc, name: str) -> tuple[int, int]:
@@ -226,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, f in result["forwards"].items():
             print(f"  {name}: {f['connections_ok']} connections ok, "
                   f"{f['connections_failed']} failed; {f['bulk_transfers']} bulk transfers "
-                  f"({f['bulk_mb_s']} MB/s), {f['bulk_failed']} failed")
+                  f"({f['bulk_mb_s']} MB/s), {f['bulk_failed']} failed; echo ms median "
+                  f"{f.get('echo_ms_median')}, p99 {f.get('echo_ms_p99')}, "
+                  f"max {f.get('echo_ms_max')}")
             for why in f["failures"]:
                 print(f"    {why}")
     return 1 if failed else 0

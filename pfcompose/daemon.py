@@ -115,7 +115,7 @@ class Daemon:
     # -- running -------------------------------------------------------------------
 
     async def run(self, listener: trio.SocketListener, ready: Reply) -> None:
-        async with trio.open_nursery() as nursery:
+        async with self.access.cache.renewing_in_background(), trio.open_nursery() as nursery:
             await nursery.start(self._supervise)
             await nursery.start(
                 functools.partial(serve, listener, self.handle, in_flight=self.in_flight)

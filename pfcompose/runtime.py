@@ -77,6 +77,9 @@ async def supervise(
 ) -> ExitCode:
     supervisor = Supervisor(plan.forwards.values(), loader, emit=emit)
     output_closed.attach(supervisor.request_stop)
+    if isinstance(loader, ForwardAccess):
+        async with loader.cache.renewing_in_background():
+            return await supervisor.run()
     return await supervisor.run()
 
 

@@ -18,7 +18,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,13 @@ EXPIRY_MARGIN = 10.0
 EXPIRY_FRACTION = 0.2
 """...or this fraction of its lifetime, if that is less: a 5-second token is renewed
 1 s before it lapses, not at once every time (client-go renews only after expiry,
-which lets a token lapse between the check and the request)."""
+which lets a token lapse between the check and the request). A renewal starts at
+least twice the last evaluation's duration early (a slow plugin, a busy machine),
+but never in the first half of a lifetime."""
+
+STILL_VALID_GUARD = 0.25
+"""Seconds before expiry after which an expiring credential is no longer handed out
+while its renewal runs (a request must reach the server before it lapses)."""
 
 ERROR_TTL = 1.0
 """Seconds a failed evaluation is answered from memory: fifty forwards on one broken
@@ -117,6 +124,8 @@ class _Entry:
     access: ClusterAccess | None
     error: KubeConfigError | None
     at: float
+    took: float = 0.0
+    """Seconds the evaluation took (a plugin may take seconds: renew that much earlier)."""
 
 
 class AccessCache:
@@ -129,6 +138,8 @@ class AccessCache:
         self._clock = clock
         self._entries: dict[Key, _Entry] = {}
         self._locks: dict[Key, trio.Lock] = {}
+        self._renewals: trio.Nursery | None = None
+        self._renewing: set[Key] = set()
         self.evaluations = 0  # how many times the evaluator ran (for tests and ``ps``)
 
     def seed(self, materials: Materials) -> None:
@@ -151,12 +162,50 @@ class AccessCache:
         if entry is not None and (failed is None or entry.access is failed):
             del self._entries[key]
 
+    @asynccontextmanager
+    async def renewing_in_background(self) -> AsyncIterator[None]:
+        """Within the block, an expiring credential that is still valid is renewed by a
+        background task: no caller waits for the plugin (measured: with 5-second tokens,
+        one ``websocket`` dial per renewal otherwise waited ~1 s, the plugin's run)."""
+        async with trio.open_nursery() as nursery:
+            self._renewals = nursery
+            try:
+                yield
+            finally:
+                self._renewals = None
+                nursery.cancel_scope.cancel()
+
+    async def _renew(self, key: Key) -> None:
+        try:
+            async with self._locks[key]:
+                entry = self._entries.get(key)
+                if entry is None or self._stale(entry):
+                    await self._refresh(key)
+        except Exception:  # e.g. the helper timed out: the next caller evaluates and reports
+            self._entries.pop(key, None)
+        finally:
+            self._renewing.discard(key)
+
     async def get(self, kubeconfig: str | None, context: str | None) -> ClusterAccess:
         key = (kubeconfig, context)
         lock = self._locks.setdefault(key, trio.Lock())
+        if lock.locked():  # being renewed: a credential still valid is used meanwhile
+            current = self._entries.get(key)
+            if current is not None and current.access is not None and self._still_valid(current):
+                return current.access
         async with lock:
             entry = self._entries.get(key)
             if entry is None or self._stale(entry):
+                if (
+                    self._renewals is not None
+                    and entry is not None
+                    and entry.access is not None
+                    and self._still_valid(entry)
+                ):
+                    if key not in self._renewing:
+                        self._renewing.add(key)
+                        self._renewals.start_soon(self._renew, key)  # locks after us
+                    return entry.access
                 entry = await self._refresh(key)
             if entry.error is not None:
                 raise entry.error
@@ -165,13 +214,25 @@ class AccessCache:
 
     async def _refresh(self, key: Key) -> _Entry:
         self.evaluations += 1
+        started = self._clock()
         try:
             material = await self._evaluate(*key)
-            entry = _Entry(material, build_access(material), None, self._clock())
+            now = self._clock()
+            entry = _Entry(material, build_access(material), None, now, max(0.0, now - started))
         except KubeConfigError as exc:
             entry = _Entry(None, None, exc, self._clock())
         self._entries[key] = entry
         return entry
+
+    def _still_valid(self, entry: _Entry) -> bool:
+        """Renewed early but not yet expired (and from unchanged files): while one caller
+        runs the plugin, the others go on with it instead of waiting — measured, 5-second
+        tokens otherwise held every ``websocket`` dial up to 1.6 s at each renewal."""
+        assert entry.material is not None
+        expires = entry.material.expires
+        if expires is None or self._clock() >= expires - STILL_VALID_GUARD:
+            return False
+        return all(file_stamp(path) == (path, m, s) for path, m, s in entry.material.sources)
 
     def _stale(self, entry: _Entry) -> bool:
         now = self._clock()
@@ -179,7 +240,12 @@ class AccessCache:
             return now - entry.at >= ERROR_TTL
         expires = entry.material.expires
         if expires is not None:
-            margin = min(EXPIRY_MARGIN, max(0.0, expires - entry.at) * EXPIRY_FRACTION)
+            lifetime = max(0.0, expires - (entry.at - entry.took))
+            margin = min(
+                EXPIRY_MARGIN,
+                max(lifetime * EXPIRY_FRACTION, 2 * entry.took + STILL_VALID_GUARD),
+                lifetime / 2,
+            )
             if now >= expires - margin:
                 return True
         return any(file_stamp(path) != (path, m, s) for path, m, s in entry.material.sources)

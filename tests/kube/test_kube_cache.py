@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 import yaml
 
@@ -262,3 +263,36 @@ async def test_exec_plugins_run_by_the_helper_do_not_inherit_our_import_path(
     material = await evaluate_in_subprocess(path, None)
     assert material.authorization == "Bearer unset"
     assert os.environ.get("PYTHONPATH") is None
+
+
+async def test_renewal_in_the_background_keeps_callers_from_waiting(tmp_path: Path) -> None:
+    """While the plugin runs for an expiring (still valid) credential, callers go on
+    with the current one; the renewed one is used once it is there."""
+    clock = Clock()
+    release = trio.Event()
+    runs = 0
+
+    async def slow_plugin(kubeconfig: str | None, context: str | None) -> AccessMaterial:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            await release.wait()
+        return AccessMaterial(context="c", namespace=None, scheme="http", host="127.0.0.1",
+                              port=1, authorization=f"Bearer tok-{runs}",
+                              expires=clock.now + 100)
+
+    cache = AccessCache(slow_plugin, clock=clock)
+    async with cache.renewing_in_background():
+        first = await cache.get(None, "c")
+        clock.now += 95  # within the renewal margin, not expired
+        for _ in range(3):
+            assert await cache.get(None, "c") is first  # nobody waits for the plugin
+        await trio.testing.wait_all_tasks_blocked()
+        assert runs == 2  # one renewal, running
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert auth(await cache.get(None, "c")) == "Bearer tok-2"
+        clock.now += 101  # expired: no background shortcut, the caller waits
+        release = trio.Event()
+        release.set()
+        assert auth(await cache.get(None, "c")) == "Bearer tok-3"
