@@ -38,7 +38,7 @@ _PATH = click.Path(path_type=Path)
               help="Require 'Authorization: Bearer TOKEN' (written to the kubeconfig).")
 @click.option("--token-ttl", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
               help="Require short-lived tokens the sandbox mints; the kubeconfig's user is "
-                   "an exec plugin (python -m pfcompose.sandbox.execplugin) fetching them.")
+                   "the sandbox's exec plugin (pfcompose/sandbox/execplugin.py) fetching them.")
 @click.option("--proxy", type=click.Choice(["http", "https", "socks5"]), default=None,
               help="Also run a proxy in front of the API server; the kubeconfig's "
                    "proxy-url points at it (https implies --tls).")
@@ -130,8 +130,8 @@ async def _run(state: State, host: str, port: int, kubeconfig_out: Path | None, 
         if sb.emulate is not None:
             click.echo(f"Emulating a {sb.emulate} API server")
         if token_ttl is not None:
-            click.echo(f"Tokens live {token_ttl:g}s (kubeconfig user: exec plugin "
-                       "python -m pfcompose.sandbox.execplugin)")
+            click.echo(f"Tokens live {token_ttl:g}s (kubeconfig user: the exec plugin "
+                       "pfcompose/sandbox/execplugin.py)")
         click.echo(f"kubeconfig written to {sb.kubeconfig_path} (context pfcompose-sandbox)")
         for pod in sorted(sb.state.pods.values(), key=lambda p: p.key):
             ports = ", ".join(

@@ -23,8 +23,8 @@ def kubeconfig_dict(
     url: str, *, pki: Pki | None = None, token: str | None = None, namespace: str = "default",
     proxy_url: str | None = None, exec_plugin: str | None = None,
 ) -> dict[str, Any]:
-    """``exec_plugin`` (the sandbox's own URL): the user runs
-    ``python -m pfcompose.sandbox.execplugin``, which fetches a short-lived token."""
+    """``exec_plugin`` (the sandbox's own URL): the user runs the sandbox's exec plugin
+    (:mod:`pfcompose.sandbox.execplugin`), which fetches a short-lived token."""
     cluster: dict[str, Any] = {"server": url}
     if proxy_url is not None:
         cluster["proxy-url"] = proxy_url
@@ -35,7 +35,9 @@ def kubeconfig_dict(
             user["client-certificate"] = str(pki.client_cert)
             user["client-key"] = str(pki.client_key)
     if exec_plugin is not None:
-        args = ["-m", "pfcompose.sandbox.execplugin", exec_plugin]
+        # the file, run in isolated mode: a login helper of its own (stdlib only, no
+        # PYTHONPATH needed, ~0.25 s faster than importing the sandbox package with -m)
+        args = ["-I", str(Path(__file__).with_name("execplugin.py")), exec_plugin]
         if pki is not None:
             args += ["--ca", str(pki.ca_cert)]
         user["exec"] = {"apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,

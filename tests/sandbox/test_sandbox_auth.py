@@ -131,8 +131,8 @@ async def test_token_ttl_on_the_command_line(tmp_path: Path) -> None:
     state = {"pods": [{"name": "a", "ports": [80]}]}
     # --tls: kubectl 1.32 sends no bearer token to a plain-http server
     with start_sandbox_process(state, tmp_path, extra_args=["--tls", "--token-ttl", "30"]) as sb:
-        assert "Tokens live 30s (kubeconfig user: exec plugin python -m " \
-               "pfcompose.sandbox.execplugin)" in sb.output
+        assert ("Tokens live 30s (kubeconfig user: the exec plugin "
+                "pfcompose/sandbox/execplugin.py)") in sb.output
         r = await run_kubectl(sb.kubeconfig_path, "get", "pods", "-o", "name")
         assert (r.returncode, r.stdout) == (0, b"pod/a\n"), r.stderr
         cluster = yaml.safe_load(sb.kubeconfig_path.read_text())["clusters"][0]["cluster"]
