@@ -140,6 +140,7 @@ class AccessCache:
         self._locks: dict[Key, trio.Lock] = {}
         self._renewals: trio.Nursery | None = None
         self._renewing: set[Key] = set()
+        self._renew_failed: dict[Key, float] = {}
         self.evaluations = 0  # how many times the evaluator ran (for tests and ``ps``)
 
     def seed(self, materials: Materials) -> None:
@@ -180,7 +181,12 @@ class AccessCache:
             async with self._locks[key]:
                 entry = self._entries.get(key)
                 if entry is None or self._stale(entry):
-                    await self._refresh(key)
+                    renewed = await self._refresh(key)
+                    if renewed.error is not None and entry is not None and entry.access \
+                            is not None and self._still_valid(entry):
+                        # keep what still works; try again after ERROR_TTL, report at expiry
+                        self._entries[key] = entry
+                        self._renew_failed[key] = self._clock()
         except Exception:  # e.g. the helper timed out: the next caller evaluates and reports
             self._entries.pop(key, None)
         finally:
@@ -202,7 +208,11 @@ class AccessCache:
                     and entry.access is not None
                     and self._still_valid(entry)
                 ):
-                    if key not in self._renewing:
+                    failed_at = self._renew_failed.get(key)
+                    recently_failed = failed_at is not None and (
+                        self._clock() - failed_at < ERROR_TTL
+                    )
+                    if key not in self._renewing and not recently_failed:
                         self._renewing.add(key)
                         self._renewals.start_soon(self._renew, key)  # locks after us
                     return entry.access

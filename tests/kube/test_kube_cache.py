@@ -296,3 +296,32 @@ async def test_renewal_in_the_background_keeps_callers_from_waiting(tmp_path: Pa
         release = trio.Event()
         release.set()
         assert auth(await cache.get(None, "c")) == "Bearer tok-3"
+
+
+async def test_a_failed_background_renewal_keeps_the_valid_credential(tmp_path: Path) -> None:
+    clock = Clock()
+    runs = 0
+
+    async def flaky(kubeconfig: str | None, context: str | None) -> AccessMaterial:
+        nonlocal runs
+        runs += 1
+        if runs == 2:
+            raise KubeConfigError('exec plugin "x" failed: network down', retryable=True)
+        return AccessMaterial(context="c", namespace=None, scheme="http", host="127.0.0.1",
+                              port=1, authorization=f"Bearer tok-{runs}",
+                              expires=clock.now + 100)
+
+    cache = AccessCache(flaky, clock=clock)
+    async with cache.renewing_in_background():
+        first = await cache.get(None, "c")
+        clock.now += 95
+        assert await cache.get(None, "c") is first  # renewal starts, fails in the background
+        await trio.testing.wait_all_tasks_blocked()
+        assert runs == 2
+        assert await cache.get(None, "c") is first  # still valid: kept, not retried at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert runs == 2
+        clock.now += 1.0  # ERROR_TTL later: renewed again
+        assert await cache.get(None, "c") is first
+        await trio.testing.wait_all_tasks_blocked()
+        assert auth(await cache.get(None, "c")) == "Bearer tok-3"
