@@ -167,13 +167,13 @@ class SandboxInfo:
         raise KeyError(pod)
 
 
-def start_sandbox(state: Mapping[str, Any], workdir: Path, timeout: float = 30.0
-                  ) -> tuple[Proc, SandboxInfo]:
+def start_sandbox(state: Mapping[str, Any], workdir: Path, timeout: float = 30.0,
+                  extra: Sequence[str] = ()) -> tuple[Proc, SandboxInfo]:
     state_file = workdir / "state.yaml"
     state_file.write_text(yaml.safe_dump(dict(state)))
     kubeconfig = workdir / "kubeconfig"
     proc = spawn("sandbox", [sys.executable, "-m", "pfcompose", "sandbox", "--state",
-                             str(state_file), "--kubeconfig-out", str(kubeconfig)],
+                             str(state_file), "--kubeconfig-out", str(kubeconfig), *extra],
                  workdir / "sandbox.log")
     try:
         proc.wait_until(lambda out: "\nReady" in out, timeout, "ready")

@@ -27,17 +27,19 @@ import contextlib
 import re
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from pfcompose.kube.access import KubeConfigError
 from pfcompose.listeners import set_linger_reset
 from pfcompose.platform.sockets import writable_now
 from pfcompose.wire.channel import ChannelClient
 from pfcompose.wire.dial import dial_channel
 from pfcompose.wire.endpoint import Endpoint
-from pfcompose.wire.errors import SessionLost, StreamReset, WireError
+from pfcompose.wire.errors import SessionLost, StreamReset, UpgradeError, WireError
 from pfcompose.wire.session import SpdySession, SpdyStream
 from pfcompose.wire.sockio import read_now, write_now
 
@@ -423,8 +425,27 @@ async def _copy_until_done(
     return broken
 
 
+EndpointSource = Callable[[bool], Awaitable[Endpoint]]
+"""The endpoint (with the current credential) for one connection attempt; called with
+True after the server answered 401, to get freshly evaluated credentials."""
+
+
+async def _dial_channel_fresh(
+    endpoint: Endpoint | EndpointSource, path: str, port: int
+) -> ChannelClient:
+    """Dial with the credential of this moment; on 401 re-evaluate once and retry."""
+    if isinstance(endpoint, Endpoint):
+        return await dial_channel(endpoint, path, [port])
+    try:
+        return await dial_channel(await endpoint(False), path, [port])
+    except UpgradeError as exc:
+        if exc.status != 401:
+            raise
+    return await dial_channel(await endpoint(True), path, [port])
+
+
 async def forward_over_channel(
-    endpoint: Endpoint,
+    endpoint: Endpoint | EndpointSource,
     path: str,
     local: trio.SocketStream,
     *,
@@ -437,13 +458,14 @@ async def forward_over_channel(
 
     The channel protocol carries one pod connection per port per WebSocket and has
     no half-close: a local EOF is not passed on; the connection ends when the pod
-    side ends or the local side fails.
+    side ends or the local side fails. ``endpoint`` may be an :data:`EndpointSource`,
+    so each connection takes the credential current at its dial.
     """
     where = f"{local_port} -> {remote_port}"
     conn = conn if conn is not None else ConnStats("", local_port)
     try:
-        client = await dial_channel(endpoint, path, [remote_port])
-    except (WireError, OSError, trio.BrokenResourceError) as exc:
+        client = await _dial_channel_fresh(endpoint, path, remote_port)
+    except (WireError, OSError, trio.BrokenResourceError, KubeConfigError) as exc:
         await _close_local(local, reset=True)
         return Outcome(f"error upgrading connection for port {where}: {exc}")
     stream = client.stream(0)

@@ -121,7 +121,7 @@ class Daemon:
     # -- running -------------------------------------------------------------------
 
     async def run(self, listener: ipc.ControlListener, ready: Reply) -> None:
-        async with trio.open_nursery() as nursery:
+        async with self.access.cache.renewing_in_background(), trio.open_nursery() as nursery:
             await nursery.start(self._supervise)
             if self.plan.metrics:  # the address it started with (up -d again keeps it)
                 snapshot = functools.partial(self.snapshot, ())

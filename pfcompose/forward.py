@@ -36,6 +36,7 @@ from pfcompose.kube import (
     ClusterAccess,
     KubeApiError,
     KubeClient,
+    KubeConfigError,
     NoReadyPod,
     PodNotRunning,
     is_ready_pod,
@@ -66,9 +67,10 @@ AccessLoader = Callable[[ForwardSpec], Awaitable[ClusterAccess]]
 
 @runtime_checkable
 class ForgetsAccess(Protocol):
-    """An :data:`AccessLoader` that caches, told when the server refused its credentials."""
+    """An :data:`AccessLoader` that caches, told when the server refused its credentials
+    (``failed``: the access refused, so that concurrent refusals re-evaluate once)."""
 
-    def invalidate(self, spec: ForwardSpec) -> None: ...
+    def invalidate(self, spec: ForwardSpec, failed: ClusterAccess | None = None) -> None: ...
 
 
 def _unauthorized(exc: Exception) -> bool:
@@ -198,6 +200,8 @@ class Forward:
         self._drained.set()
         self._bound: list[BoundPort] = []
         self._relink_now = False
+        self._last_access: ClusterAccess | None = None
+        self._credential_error: str | None = None
 
     # -- events ------------------------------------------------------------------
 
@@ -350,7 +354,7 @@ class Forward:
                 conn=conn,
             )
         return await forward_over_channel(
-            link.endpoint,
+            self._fresh_endpoint,
             link.path,
             stream,
             local_port=local,
@@ -358,6 +362,26 @@ class Forward:
             traffic=self.status.traffic,
             conn=conn,
         )
+
+    async def _fresh_endpoint(self, renew: bool) -> Endpoint:
+        """The ``websocket`` transport dials per connection: with the credential current
+        now (the cache renews an expiring one), re-evaluated after a 401 (``renew``)."""
+        if renew:
+            self._forget_access(self._last_access)
+        try:
+            access = await self._load_access(self.spec)
+        except KubeConfigError as exc:  # the forward stays ready; ``ps`` says why dials fail
+            self._credential_error = self.status.last_error = describe(exc)
+            raise
+        if self._credential_error is not None and self.status.last_error == self._credential_error:
+            self.status.last_error = None
+        self._credential_error = None
+        self._last_access = access
+        return access.endpoint
+
+    def _forget_access(self, failed: ClusterAccess | None) -> None:
+        if isinstance(self._load_access, ForgetsAccess):
+            self._load_access.invalidate(self.spec, failed)
 
     # -- the link ------------------------------------------------------------------
 
@@ -371,6 +395,7 @@ class Forward:
     async def _keep_linked(self) -> None:
         policy = self.spec.reconnect
         attempt = 0
+        renewed = False  # a 401 was answered by re-evaluating; the next one backs off
         while True:
             was_ready = False
             try:
@@ -379,7 +404,10 @@ class Forward:
             except Exception as exc:  # every failure is reported, then retried
                 self.status.waiting_for_pod = _waiting_for_pod(exc, self.spec)
                 if _unauthorized(exc) and isinstance(self._load_access, ForgetsAccess):
-                    self._load_access.invalidate(self.spec)
+                    self._forget_access(self._last_access)
+                    if not renewed:  # client-go: re-evaluate once and retry at once
+                        renewed = True
+                        continue
                 message = forbidden_line(exc) or describe(exc)
                 if message != self.status.last_error:
                     self._emit(Kind.ERROR, message)
@@ -387,6 +415,7 @@ class Forward:
             finally:
                 self._publish(None)
                 self.status.ready_since = None
+            renewed = renewed and not was_ready
             if not policy.enabled:
                 self._set_state(State.FAILED, self.status.last_error or "lost connection to pod")
                 return
@@ -447,6 +476,7 @@ class Forward:
         """Resolve, connect, serve until the session is lost; True if it became ready."""
         self._set_state(State.RESOLVING)
         access = await self._load_access(self.spec)
+        self._last_access = access
         namespace = self.spec.namespace or access.namespace or "default"
         client = KubeClient(access.endpoint)
         target = await resolve(client, self.spec, namespace)
@@ -463,7 +493,7 @@ class Forward:
             link = Link(target.pod, "websocket", access.endpoint, path)
             self._became_ready(link)
             reason = await _until_gone(
-                link, lambda: self._watch_pod(client, target.namespace, target.pod))
+                link, lambda: self._watch_pod(target.namespace, target.pod))
         else:
             upgraded, used = await dial_spdy(access.endpoint, path, self.spec.transport)
             if isinstance(upgraded, WebSocketByteStream):  # the tunnel reads as much
@@ -498,17 +528,21 @@ class Forward:
         extra = {"fallback": link.fallback} if link.fallback else {}
         self._set_state(State.READY, detail, pod=link.pod, **extra)
 
-    async def _watch_pod(self, client: KubeClient, namespace: str, pod: str) -> str:
+    async def _watch_pod(self, namespace: str, pod: str) -> str:
         """For the ``websocket`` transport, which has no session to lose: poll the pod
-        every ``keepalive`` seconds and report why it stopped being usable."""
+        every ``keepalive`` seconds (with the credential current then) and report why it
+        stopped being usable."""
         path = f"/api/v1/namespaces/{namespace}/pods/{pod}"
         while True:
             await trio.sleep(self.spec.keepalive)
             try:
-                obj = await client.get(path)
+                access = await self._load_access(self.spec)
+                obj = await KubeClient(access.endpoint).get(path)
             except KubeApiError as exc:
                 if exc.status == 404:
                     return "pod is gone"
+                if exc.status == 401:
+                    self._forget_access(access)
                 continue
             except Exception:  # the API server is unreachable: the pod may be fine
                 continue

@@ -80,6 +80,9 @@ async def supervise(
     supervisor = Supervisor(plan.forwards.values(), loader, emit=emit)
     output_closed.attach(supervisor.request_stop)
     async with observing(plan, supervisor, emit):
+        if isinstance(loader, ForwardAccess):
+            async with loader.cache.renewing_in_background():
+                return await supervisor.run()
         return await supervisor.run()
 
 

@@ -36,6 +36,9 @@ _PATH = click.Path(path_type=Path)
               help="With --tls: require the client certificate written to the kubeconfig.")
 @click.option("--token", default=None, metavar="TOKEN",
               help="Require 'Authorization: Bearer TOKEN' (written to the kubeconfig).")
+@click.option("--token-ttl", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Require short-lived tokens the sandbox mints; the kubeconfig's user is "
+                   "the sandbox's exec plugin (pfcompose/sandbox/execplugin.py) fetching them.")
 @click.option("--proxy", type=click.Choice(["http", "https", "socks5"]), default=None,
               help="Also run a proxy in front of the API server; the kubeconfig's "
                    "proxy-url points at it (https implies --tls).")
@@ -50,7 +53,7 @@ _PATH = click.Path(path_type=Path)
 def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
             kubeconfig_out: Path | None, tls: bool, require_client_cert: bool,
             token: str | None, proxy: str | None, proxy_auth: str | None,
-            gateway: str | None, emulate: str | None) -> None:
+            gateway: str | None, emulate: str | None, token_ttl: float | None) -> None:
     """Run an emulated Kubernetes API server and kubelet for port-forwards.
 
     kubectl and pfcompose port-forward through it as through a cluster; the pods'
@@ -87,7 +90,7 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
     keep_freed_buffers()  # the sandbox moves every byte of every benchmark too
     try:
         trio.run(_run, state, host, int(port_text), kubeconfig_out, tls, require_client_cert,
-                 token, proxy, proxy_creds, gateway, emulate)
+                 token, proxy, proxy_creds, gateway, emulate, token_ttl)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -109,13 +112,14 @@ def _state_from_forwards(path: Path) -> State:
 async def _run(state: State, host: str, port: int, kubeconfig_out: Path | None, tls: bool,
                require_client_cert: bool, token: str | None, proxy: str | None = None,
                proxy_creds: tuple[str, str] | None = None, gateway: str | None = None,
-               emulate: str | None = None) -> None:
+               emulate: str | None = None, token_ttl: float | None = None) -> None:
     from pfcompose.sandbox.server import run_sandbox
     user, password = proxy_creds or (None, None)
     async with run_sandbox(state, tls=tls, require_client_cert=require_client_cert,
                            token=token, host=host, port=port,
                            kubeconfig_path=kubeconfig_out, proxy=proxy, proxy_user=user,
-                           proxy_password=password, gateway=gateway, emulate=emulate) as sb:
+                           proxy_password=password, gateway=gateway, emulate=emulate,
+                           token_ttl=token_ttl) as sb:
         click.echo(f"Sandbox API server listening on {sb.url}")
         if sb.proxy is not None:
             click.echo(f"Sandbox {sb.proxy.kind} proxy listening on "
@@ -125,6 +129,9 @@ async def _run(state: State, host: str, port: int, kubeconfig_out: Path | None, 
                        "(kubeconfig server)")
         if sb.emulate is not None:
             click.echo(f"Emulating a {sb.emulate} API server")
+        if token_ttl is not None:
+            click.echo(f"Tokens live {token_ttl:g}s (kubeconfig user: the exec plugin "
+                       "pfcompose/sandbox/execplugin.py)")
         click.echo(f"kubeconfig written to {sb.kubeconfig_path} (context pfcompose-sandbox)")
         for pod in sorted(sb.state.pods.values(), key=lambda p: p.key):
             ports = ", ".join(

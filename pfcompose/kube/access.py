@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import os
 import ssl
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "load_access_sync",
     "materials_from_json",
     "materials_to_json",
+    "stdin_is_terminal",
 ]
 
 
@@ -117,6 +119,9 @@ class AccessMaterial:
     proxy_url: str | None = field(default=None, repr=False)
     """kubeconfig ``proxy-url``, or the environment's proxy for the server; may hold a
     password: messages show ``pfcompose.wire.proxy.redact(proxy_url)``."""
+    impersonate: tuple[tuple[str, str], ...] = ()
+    """``Impersonate-*`` headers from the kubeconfig's ``as``, ``as-uid``, ``as-groups``,
+    ``as-user-extra``: sent on every request and upgrade, as kubectl does."""
 
     def __repr__(self) -> str:
         return f"AccessMaterial(context={self.context!r}, server={self.scheme}://{self.host})"
@@ -142,6 +147,7 @@ class AccessMaterial:
             "expires": self.expires,
             "sources": [list(stamp) for stamp in self.sources],
             "proxy_url": self.proxy_url,
+            "impersonate": [list(h) for h in self.impersonate],
         }
 
     @classmethod
@@ -166,6 +172,7 @@ class AccessMaterial:
             expires=data.get("expires"),
             sources=tuple((str(p), int(m), int(s)) for p, m, s in data.get("sources", ())),
             proxy_url=data.get("proxy_url"),
+            impersonate=tuple((str(k), str(v)) for k, v in data.get("impersonate", ())),
         )
 
 
@@ -198,7 +205,10 @@ def build_access(material: AccessMaterial) -> ClusterAccess:
         port=material.port,
         ssl_context=ssl_context,
         server_hostname=material.tls_server_name,
-        headers=(("Authorization", material.authorization),) if material.authorization else (),
+        headers=(
+            *((("Authorization", material.authorization),) if material.authorization else ()),
+            *material.impersonate,
+        ),
         proxy=_proxy(material, ssl_context),
     )
     return ClusterAccess(
@@ -286,6 +296,14 @@ def _load_client_cert(ctx: ssl.SSLContext, cert: bytes, key: bytes, user: str) -
             raise KubeConfigError(
                 f'cannot load client certificate (user "{user}"): {ssl_reason(exc)}'
             ) from None
+
+
+def stdin_is_terminal() -> bool:
+    """client-go's test for an interactive plugin: is *standard input* a terminal."""
+    try:
+        return os.isatty(sys.stdin.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def ssl_reason(exc: Exception) -> str:

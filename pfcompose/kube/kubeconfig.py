@@ -1,10 +1,12 @@
 """Kubeconfig → :class:`AccessMaterial`, with the ``kubernetes`` package.
 
 The package does the kubeconfig work it is good at: merging the ``KUBECONFIG``
-files (``KubeConfigMerger``), picking the context (``KubeConfigLoader``), running
-exec credential plugins (``ExecProvider``) and refreshing auth-provider tokens
-(oidc/gcp). Its REST client and its temp-file handling are *not* used: PEM bytes
-are read here and the TLS context is built by :func:`pfcompose.kube.access.build_access`.
+files (``KubeConfigMerger``), picking the context (``KubeConfigLoader``) and refreshing
+auth-provider tokens (oidc/gcp). Exec credential plugins are run here, with
+client-go's rules (v1/v1beta1, ``interactiveMode``, ``provideClusterInfo``): the
+package's runner knows none of them. Its REST client and its temp-file handling
+are *not* used: PEM bytes are read here and the TLS context is built by
+:func:`pfcompose.kube.access.build_access`.
 
 Each :func:`evaluate` reads everything afresh (token files, exec plugins). The
 material records the files it came from and when it expires, so a cache can tell
@@ -19,6 +21,7 @@ import base64
 import binascii
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -31,10 +34,16 @@ from urllib.parse import urlsplit
 import urllib3
 import yaml
 from kubernetes.config.config_exception import ConfigException
-from kubernetes.config.exec_provider import ExecProvider
 from kubernetes.config.kube_config import ConfigNode, KubeConfigLoader, KubeConfigMerger
 
-from pfcompose.kube.access import AccessMaterial, FileStamp, KubeConfigError, file_stamp, one_line
+from pfcompose.kube.access import (
+    AccessMaterial,
+    FileStamp,
+    KubeConfigError,
+    file_stamp,
+    one_line,
+    stdin_is_terminal,
+)
 
 __all__ = ["AUTH_PROVIDER_TTL", "DEFAULT_KUBECONFIG", "evaluate", "main"]
 
@@ -48,7 +57,6 @@ again (it refreshes only what has expired, so asking is cheap but not free)."""
 _node: Callable[..., ConfigNode] = ConfigNode
 _merger: Callable[[str], KubeConfigMerger] = KubeConfigMerger
 _loader: Callable[..., Any] = KubeConfigLoader
-_exec_provider: Callable[..., Any] = ExecProvider
 
 
 def evaluate(
@@ -140,6 +148,7 @@ def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -
     tls_name = cluster.value.get("tls-server-name") or None
     namespace = ctx.get("namespace") or None
     proxy_url = _proxy_url(cluster, str(cluster.value.get("server")), cluster_name, env)
+    impersonate = _impersonation(user.value if user is not None else {}, user_name)
     return AccessMaterial(
         context=name,
         namespace=str(namespace) if namespace else None,
@@ -157,7 +166,52 @@ def _load(kubeconfig: str | None, context: str | None, env: Mapping[str, str]) -
         expires=creds.expires,
         sources=tuple(sources),
         proxy_url=proxy_url,
+        impersonate=impersonate,
     )
+
+
+def _impersonation(u: Mapping[str, Any], user_name: str) -> tuple[tuple[str, str], ...]:
+    """kubeconfig ``as``/``as-uid``/``as-groups``/``as-user-extra`` → ``Impersonate-*``
+    headers, as client-go's ImpersonatingRoundTripper sends them on every request."""
+    headers: list[tuple[str, str]] = []
+    name = u.get("as")
+    uid = u.get("as-uid")
+    groups = u.get("as-groups") or []
+    extra = u.get("as-user-extra") or {}
+    if not isinstance(groups, list) or not isinstance(extra, dict):
+        raise KubeConfigError(f'user "{user_name}": as-groups must be a list, '
+                              "as-user-extra a map of lists")
+    if (uid or groups or extra) and not name:
+        raise KubeConfigError(f'user "{user_name}": as-uid, as-groups and as-user-extra '
+                              "need as (the user to impersonate)")
+    if name:
+        headers.append(("Impersonate-User", str(name)))
+    if uid:
+        headers.append(("Impersonate-Uid", str(uid)))
+    headers.extend(("Impersonate-Group", str(g)) for g in groups)
+    for key, values in extra.items():
+        items = values if isinstance(values, list) else [values]
+        header = "Impersonate-Extra-" + _canonical_key(_escape_extra_key(str(key)))
+        headers.extend((header, str(v)) for v in items)
+    return tuple(headers)
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _escape_extra_key(key: str) -> str:
+    """client-go percent-encodes what a header name cannot hold (``%`` itself included)."""
+    return "".join(
+        ch if ch in _TOKEN_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+        for ch in key
+    )
+
+
+def _canonical_key(key: str) -> str:
+    """Go's CanonicalMIMEHeaderKey for the part after ``Impersonate-Extra-``."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in key.split("-"))
 
 
 def _proxy_url(
@@ -305,21 +359,132 @@ def _auth_provider_token(
     return str(token)
 
 
+EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+INTERACTIVE_MODES = ("Never", "IfAvailable", "Always")
+EXEC_TIMEOUT = 110.0
+"""Seconds an exec plugin may run (a browser login takes a while; below the helper's bound)."""
+STDERR_TAIL = 300
+"""Characters of a failing plugin's stderr kept for its one-line message."""
+
+
 def _exec_credentials(user: ConfigNode, cluster: ConfigNode, user_name: str) -> _Credentials:
-    """Run the exec plugin now; the material carries its ``expirationTimestamp``."""
+    """Run the exec plugin now (client-go's rules); the material carries its expiry."""
     exec_node = user["exec"]
-    command = str(exec_node.value.get("command", ""))
+    spec = exec_node.value if isinstance(exec_node.value, dict) else {}
+    command = str(spec.get("command") or "")
+    if not command:
+        raise KubeConfigError(f'user "{user_name}": exec has no command')
+    api_version = str(spec.get("apiVersion") or "")
+    if api_version not in EXEC_API_VERSIONS:
+        raise KubeConfigError(
+            f'user "{user_name}": exec apiVersion "{api_version}" is not supported '
+            f"(use {' or '.join(EXEC_API_VERSIONS)})"
+        )
+    mode = spec.get("interactiveMode")
+    if mode is None or mode == "":
+        if api_version.endswith("/v1"):
+            raise KubeConfigError(  # kubectl's words
+                f"interactiveMode must be specified for {user_name} to use exec "
+                "authentication plugin"
+            )
+        mode = "IfAvailable"
+    if mode not in INTERACTIVE_MODES:
+        raise KubeConfigError(
+            f'user "{user_name}": exec interactiveMode "{mode}" is not one of '
+            f"{', '.join(INTERACTIVE_MODES)}"
+        )
+    terminal = stdin_is_terminal()
+    if mode == "Always" and not terminal:
+        raise KubeConfigError(
+            f'exec plugin "{command}" needs a terminal (interactiveMode: Always) and standard '
+            "input is not one: log in with it in a terminal first, or run pfcompose up "
+            "(without -d) from a terminal",
+            retryable=True,
+        )
+    interactive = terminal and mode != "Never"
+    info: dict[str, Any] = {"interactive": interactive}
+    if spec.get("provideClusterInfo"):
+        info["cluster"] = _exec_cluster_info(cluster)
+    env = dict(os.environ)
+    for item in spec.get("env") or []:
+        if isinstance(item, dict) and "name" in item:
+            env[str(item["name"])] = str(item.get("value", ""))
+    env["KUBERNETES_EXEC_INFO"] = json.dumps(
+        {"apiVersion": api_version, "kind": "ExecCredential", "spec": info}
+    )
+    args = [command, *(str(a) for a in spec.get("args") or [])]
     base = os.path.dirname(os.path.abspath(user.path)) if user.path else None
+    if os.sep in command and not os.path.isabs(command) and base is not None:
+        args[0] = os.path.normpath(os.path.join(base, command))  # client-go: next to the file
     try:
-        status = _exec_provider(exec_node, base, cluster).run()
+        done = subprocess.run(
+            args,
+            stdin=None if interactive else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=None if interactive else subprocess.PIPE,
+            env=env,
+            timeout=EXEC_TIMEOUT,
+            check=False,
+        )
     except FileNotFoundError:
-        raise KubeConfigError(f"exec: executable {command} not found") from None
+        hint = spec.get("installHint")
+        extra = f" ({one_line(str(hint))})" if hint else ""
+        raise KubeConfigError(f"exec: executable {command} not found{extra}") from None
     except PermissionError:
         raise KubeConfigError(f"exec: executable {command} is not executable") from None
-    except ConfigException as exc:
+    except subprocess.TimeoutExpired:
         raise KubeConfigError(
-            f'exec plugin "{command}" failed: {_exec_reason(str(exc))}', retryable=True
+            f'exec plugin "{command}" did not answer within {EXEC_TIMEOUT:g}s', retryable=True
         ) from None
+    if done.returncode != 0:
+        why = _stderr_tail(done.stderr) or f"exit status {done.returncode}"
+        raise KubeConfigError(f'exec plugin "{command}" failed: {why}', retryable=True)
+    return _exec_status(done.stdout, api_version, command)
+
+
+def _exec_cluster_info(cluster: ConfigNode) -> dict[str, Any]:
+    """``spec.cluster`` of ``KUBERNETES_EXEC_INFO`` (client-go's ``Cluster``)."""
+    c = cluster.value
+    info: dict[str, Any] = {"server": str(c.get("server") or "")}
+    for key in ("tls-server-name", "proxy-url"):
+        if c.get(key):
+            info[key] = str(c[key])
+    if c.get("insecure-skip-tls-verify"):
+        info["insecure-skip-tls-verify"] = True
+    if c.get("disable-compression"):
+        info["disable-compression"] = True
+    ca = c.get("certificate-authority-data")
+    if not ca and c.get("certificate-authority"):
+        path = _resolve_path(cluster, str(c["certificate-authority"]))
+        try:
+            ca = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        except OSError:
+            ca = None
+    if ca:
+        info["certificate-authority-data"] = str(ca)
+    for ext in c.get("extensions") or []:
+        if isinstance(ext, dict) and ext.get("name") == "client.authentication.k8s.io/exec":
+            info["config"] = ext.get("extension")
+    return info
+
+
+def _exec_status(stdout: bytes, api_version: str, command: str) -> _Credentials:
+    """The plugin's ``ExecCredential`` → credentials (token or client certificate)."""
+    try:
+        data = json.loads(stdout.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise KubeConfigError(
+            f'exec plugin "{command}" printed no ExecCredential JSON', retryable=True
+        ) from None
+    if not isinstance(data, dict) or data.get("kind") != "ExecCredential":
+        raise KubeConfigError(f'exec plugin "{command}" printed no ExecCredential', retryable=True)
+    if data.get("apiVersion") != api_version:
+        raise KubeConfigError(
+            f'exec plugin "{command}": apiVersion "{data.get("apiVersion")}" does not match '
+            f'"{api_version}"',
+            retryable=True,
+        )
+    status = data.get("status")
     if not isinstance(status, dict):
         raise KubeConfigError(f'exec plugin "{command}" returned no status', retryable=True)
     expires = _timestamp(status.get("expirationTimestamp"))
@@ -337,6 +502,16 @@ def _exec_credentials(user: ConfigNode, cluster: ConfigNode, user_name: str) -> 
     )
 
 
+def _stderr_tail(stderr: bytes | None) -> str:
+    """The end of a failing plugin's stderr: its last line (where the reason is; the
+    lines before are usually progress), cut to :data:`STDERR_TAIL` characters."""
+    if not stderr:
+        return ""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    return text if len(text) <= STDERR_TAIL else "…" + text[-STDERR_TAIL:]
+
+
 def _timestamp(value: object) -> float | None:
     """RFC 3339 (``2026-11-22T10:00:00Z``) → epoch seconds; anything else → no expiry."""
     if not isinstance(value, str) or not value:
@@ -345,17 +520,6 @@ def _timestamp(value: object) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return None
-
-
-def _exec_reason(message: str) -> str:
-    """``exec: process returned 1. <stderr>`` → the stderr's last line."""
-    head, sep, stderr = message.partition(". ")
-    if sep and head.startswith("exec: process returned"):
-        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-        return head.removeprefix("exec: ")
-    return one_line(message.removeprefix("exec: "))
 
 
 # --- files ------------------------------------------------------------------------------
@@ -392,16 +556,19 @@ def _resolve_path(node: ConfigNode, path: str) -> str:
 # --- the helper process -------------------------------------------------------------------
 
 
-def main() -> int:
-    """``python -m pfcompose.kube.kubeconfig``: one JSON request on stdin
-    (``{"kubeconfig": …, "context": …}``), one JSON answer on stdout:
-    ``{"material": …}`` or ``{"error": "one line"}``. Exit status 0 either way."""
-    request = json.loads(sys.stdin.readline() or "{}")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pfcompose.kube.kubeconfig [REQUEST]``: one JSON request
+    (``{"kubeconfig": …, "context": …}``) as the argument, else on stdin; one JSON
+    answer on stdout: ``{"material": …}`` or ``{"error": "one line", "retryable": …}``.
+    Exit status 0 either way. (The runtime passes the request as an argument, so
+    that stdin can be the terminal an interactive exec plugin prompts on.)"""
+    args = sys.argv[1:] if argv is None else argv
+    request = json.loads(args[0] if args else (sys.stdin.readline() or "{}"))
     try:
         material = evaluate(request.get("kubeconfig"), request.get("context"))
         answer: dict[str, Any] = {"material": material.to_json()}
     except KubeConfigError as exc:
-        answer = {"error": str(exc)}
+        answer = {"error": str(exc), "retryable": exc.retryable}
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
     return 0

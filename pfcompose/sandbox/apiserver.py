@@ -23,6 +23,7 @@ import trio
 
 from pfcompose.config.selector import SelectorError, matches, parse_selector
 from pfcompose.sandbox import discovery, objects, rbac
+from pfcompose.sandbox.auth import Authenticator
 from pfcompose.sandbox.state import Pod, State
 
 __all__ = ["ApiHooks", "ApiServer", "Request"]
@@ -44,7 +45,9 @@ class Request:
     user: rbac.User | None = None
     """Who sent it, when the state enables RBAC (sandbox/rbac.py)."""
     denial: tuple[int, Any] | None = None
-    """The 401/403 answer RBAC gives it, if any (sent instead of routing or upgrading)."""
+    """The 401/403 answer it gets, if any (sent instead of routing or upgrading)."""
+    auth_outcome: str = "ok"
+    """What :class:`~pfcompose.sandbox.auth.Authenticator` said of the credential."""
 
     def q(self, name: str, default: str = "") -> str:
         values = self.query.get(name)
@@ -60,6 +63,7 @@ class ApiHooks(Protocol):
 
     state: State
     token: str | None
+    auth: Authenticator
 
     async def portforward(self, request: Request, transport: trio.abc.Stream,
                           trailing: bytes, pod: Pod) -> None: ...
@@ -190,9 +194,10 @@ class ApiServer:
                       request: Request) -> bool:
         """Route and answer; False when the connection must close afterwards."""
         try:
+            if request.path == "/_sandbox/tokens" and request.method == "POST":
+                raise _Reply(*self._mint(request))  # the identity provider: no credential
             if request.denial is not None:
                 raise _Reply(*request.denial)
-            self._authorize(request)
             if request.path.startswith("/_sandbox/"):
                 status, body = await self.hooks.admin(request)
                 raise _Reply(status, body)
@@ -211,14 +216,25 @@ class ApiServer:
         return True
 
     def _check_access(self, request: Request, transport: trio.abc.Stream) -> None:
-        """RBAC (when the state enables it): set ``request.user``, or ``request.denial``."""
+        """Authentication first of all (before an upgrade reaches the kubelet), as a real
+        API server does, then RBAC when the state enables it: sets ``request.user``, or
+        ``request.denial`` (the 401/403 sent instead of routing or upgrading)."""
+        if request.method == "POST" and request.path == "/_sandbox/tokens":
+            return  # the identity provider: asked without a credential
+        authorization = request.headers.get("authorization", "")
+        request.auth_outcome = self.hooks.auth.check(
+            request.method, request.h11_request.target.decode("latin-1"), request.headers,
+            request.raw_headers, request.is_upgrade)
         policy = self.hooks.state.rbac
         if not policy.enabled or request.path.startswith("/_sandbox/"):
+            if request.auth_outcome != "ok":
+                request.denial = (401, objects.status_json(401, "Unauthorized"))
             return
         cert = transport.getpeercert() if isinstance(transport, trio.SSLStream) else None
-        user = policy.authenticate(request.headers.get("authorization", ""), cert,
-                                   self.hooks.token)
-        if user is None:
+        user = policy.authenticate(authorization, cert, self.hooks.token)
+        if user is None and authorization and request.auth_outcome == "ok":
+            user = rbac.ADMIN  # a token the sandbox minted: its own identity
+        if user is None or request.auth_outcome == "expired":
             request.denial = (401, objects.status_json(401, "Unauthorized"))
             return
         request.user = user
@@ -243,12 +259,17 @@ class ApiServer:
             raise _Reply(400, objects.status_json(400, f"bad review: {exc}")) from None
         raise _Reply(201, self.hooks.state.rbac.review(request.user or rbac.ADMIN, body))
 
-    def _authorize(self, request: Request) -> None:
-        token = self.hooks.token
-        if token is None or request.user is not None:
-            return
-        if request.headers.get("authorization", "") != f"Bearer {token}":
-            raise _Reply(401, objects.status_json(401, "Unauthorized"))
+    def _mint(self, request: Request) -> tuple[int, Any]:
+        """``POST /_sandbox/tokens`` (``{"ttl": seconds}`` optional): a short-lived token."""
+        try:
+            args = json.loads(request.body) if request.body.strip() else {}
+            ttl = args.get("ttl") if isinstance(args, dict) else None
+            if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                                    or ttl <= 0):
+                raise ValueError
+        except ValueError:
+            return 400, objects.status_json(400, "the body must be {\"ttl\": seconds > 0}")
+        return 200, self.hooks.auth.mint(ttl)
 
     # -- routes ---------------------------------------------------------------------
     def _portforward_target(self, request: Request) -> Pod | None:

@@ -19,6 +19,8 @@ POST     /_sandbox/streams                         {"refuse": bool, "delay": s, 
 POST     /_sandbox/apiserver/restart               {"down": seconds}              {}
 GET      /_sandbox/proxy                           –                              counters
 POST     /_sandbox/proxy                           {"fault": F, "times": n}       counters
+GET      /_sandbox/auth                            –                              mints, seen
+POST     /_sandbox/tokens (no credential needed)   {"ttl": seconds}               token
 =======  ========================================  =============================  ==========
 """
 
@@ -58,6 +60,7 @@ class AdminTarget(Protocol):
     def drop_upgraded_connections(self) -> int: ...
     def restart_api_soon(self, down: float) -> None: ...
     def proxy_admin(self, method: str, args: dict[str, Any]) -> dict[str, Any]: ...
+    def auth_admin(self) -> dict[str, Any]: ...
 
 
 _POD = re.compile(r"^/_sandbox/pods/(?P<ns>[^/]+)/(?P<name>[^/]+)/(?P<verb>[a-z]+)$")
@@ -98,6 +101,8 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
         return _error(400, "the body must be a JSON object")
     if path == "/_sandbox/state" and method == "GET":
         return 200, target.describe()
+    if path == "/_sandbox/auth" and method == "GET":
+        return 200, target.auth_admin()
     if path == "/_sandbox/proxy" and method in ("GET", "POST"):
         try:
             return 200, target.proxy_admin(method, args)

@@ -20,6 +20,7 @@ import trio
 import yaml
 
 from pfcompose.sandbox.apiserver import ApiServer, Request
+from pfcompose.sandbox.auth import Authenticator
 from pfcompose.sandbox.backends import Backends
 from pfcompose.sandbox.faults import StreamFaults, handle_admin
 from pfcompose.sandbox.gateway import Gateway, parse_gateway
@@ -44,9 +45,11 @@ class Sandbox:
 
     def __init__(self, state: State, nursery: trio.Nursery, workdir: Path, *,
                  host: str, port: int, pki: Pki | None, require_client_cert: bool,
-                 token: str | None) -> None:
+                 token: str | None, token_ttl: float | None = None) -> None:
         self.state = state
         self.token = token
+        self.auth = Authenticator(lambda: self.token, token_ttl)
+        """Who may call the API (checked before upgrades too); mints short-lived tokens."""
         self.pki = pki
         self.host = host
         self.port = port
@@ -96,7 +99,8 @@ class Sandbox:
         proxy_url = self.proxy.url() if self.proxy is not None else None
         server = self.gateway.url if self.gateway is not None else self.url
         return write_kubeconfig(path or self.kubeconfig_path, server, pki=self.pki,
-                                token=self.token, proxy_url=proxy_url)
+                                token=self.token, proxy_url=proxy_url,
+                                exec_plugin=self.url if self.auth.token_ttl is not None else None)
 
     async def start_proxy(self, kind: str, *, username: str | None = None,
                           password: str | None = None) -> SandboxProxy:
@@ -213,6 +217,10 @@ class Sandbox:
             await self.handoff.forward(request, transport, trailing, pod)
             return
         await self.kubelet.serve(request, transport, trailing, pod)
+
+    def auth_admin(self) -> dict[str, Any]:
+        """Admin ``GET /_sandbox/auth``: token mints, rejections, Host/Impersonate-* seen."""
+        return self.auth.describe()
 
     async def admin(self, request: Request) -> tuple[int, Any]:
         if request.path.rstrip("/") == "/_sandbox/rbac":
@@ -344,6 +352,7 @@ async def run_sandbox(
     proxy_password: str | None = None,
     gateway: str | None = None,
     emulate: str | None = None,
+    token_ttl: float | None = None,
 ) -> AsyncIterator[Sandbox]:
     """Run a sandbox for the duration of the block; the kubeconfig is written on start.
 
@@ -353,6 +362,8 @@ async def run_sandbox(
     ``https`` implies ``tls`` (the proxy's certificate comes from the same CA).
     ``gateway`` (``websocket-only``, ``idle=SECONDS``) puts a gateway in front (the
     kubeconfig's server); ``emulate`` (``1.29``, ``1.36``) plays that server generation.
+    ``token_ttl`` requires short-lived tokens the sandbox mints (the kubeconfig's user
+    is the exec plugin :mod:`pfcompose.sandbox.execplugin`, which fetches them).
     """
     tls = tls or proxy == "https"
     own_dir = workdir is None
@@ -362,7 +373,8 @@ async def run_sandbox(
         pki = await trio.to_thread.run_sync(make_pki, directory / "pki") if tls else None
         async with _unwrapped_nursery() as nursery:
             sb = Sandbox(state or State(), nursery, directory, host=host, port=port, pki=pki,
-                         require_client_cert=require_client_cert, token=token)
+                         require_client_cert=require_client_cert, token=token,
+                         token_ttl=token_ttl)
             if kubeconfig_path is not None:
                 sb.kubeconfig_path = kubeconfig_path
             for pod in list(sb.state.pods.values()):

@@ -46,8 +46,11 @@ class Endpoint:
 
     @property
     def host_header(self) -> str:
-        """The ``Host`` header value: ``host:port``, IPv6 literals bracketed."""
+        """The ``Host`` header value: ``host:port``, IPv6 literals bracketed, the port
+        left out when it is the scheme's default (443, 80), as Go's client does."""
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == (443 if self.ssl_context is not None else 80):
+            return host
         return f"{host}:{self.port}"
 
     def __repr__(self) -> str:  # headers may hold credentials: never show them

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 import yaml
 
@@ -140,6 +141,35 @@ async def test_exec_credential_reused_until_near_its_expiry_or_a_401(tmp_path: P
     assert auth(await cache.get(path, None)) == "Bearer tok-3"
 
 
+async def test_a_short_lived_token_is_renewed_a_fifth_of_its_life_early(tmp_path: Path) -> None:
+    """A 5-second token: renewed 1 s before it lapses (not at once, every time, as a
+    fixed 10-second margin would), so it is never sent expired."""
+    clock = Clock()
+    expires = 1_000_000_200.0  # 2001-09-09T01:50:00Z
+    path = write_kubeconfig(tmp_path / "kc", exec_user(tmp_path, "2001-09-09T01:50:00Z"))
+    clock.now = expires - 5.0
+    cache = AccessCache(evaluate_in_thread, clock=clock)
+    first = await cache.get(path, None)
+    clock.now = expires - 1.01
+    assert await cache.get(path, None) is first
+    clock.now = expires - 1.0
+    assert auth(await cache.get(path, None)) == "Bearer tok-2"
+    assert cache.evaluations == 2
+
+
+async def test_a_401_from_an_older_access_does_not_discard_a_newer_one(tmp_path: Path) -> None:
+    """Fifty connections refused together re-evaluate once."""
+    path = write_kubeconfig(tmp_path / "kc", exec_user(tmp_path))
+    cache = AccessCache(evaluate_in_thread)
+    old = await cache.get(path, None)
+    cache.invalidate(path, None, old)
+    new = await cache.get(path, None)
+    for _ in range(3):
+        cache.invalidate(path, None, old)  # the late refusals of the old token
+    assert await cache.get(path, None) is new
+    assert (auth(new), cache.evaluations) == ("Bearer tok-2", 2)
+
+
 async def test_without_expiry_an_exec_credential_lasts_until_a_401(tmp_path: Path) -> None:
     path = write_kubeconfig(tmp_path / "kc", exec_user(tmp_path))
     cache = AccessCache(evaluate_in_thread)
@@ -233,3 +263,65 @@ async def test_exec_plugins_run_by_the_helper_do_not_inherit_our_import_path(
     material = await evaluate_in_subprocess(path, None)
     assert material.authorization == "Bearer unset"
     assert os.environ.get("PYTHONPATH") is None
+
+
+async def test_renewal_in_the_background_keeps_callers_from_waiting(tmp_path: Path) -> None:
+    """While the plugin runs for an expiring (still valid) credential, callers go on
+    with the current one; the renewed one is used once it is there."""
+    clock = Clock()
+    release = trio.Event()
+    runs = 0
+
+    async def slow_plugin(kubeconfig: str | None, context: str | None) -> AccessMaterial:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            await release.wait()
+        return AccessMaterial(context="c", namespace=None, scheme="http", host="127.0.0.1",
+                              port=1, authorization=f"Bearer tok-{runs}",
+                              expires=clock.now + 100)
+
+    cache = AccessCache(slow_plugin, clock=clock)
+    async with cache.renewing_in_background():
+        first = await cache.get(None, "c")
+        clock.now += 95  # within the renewal margin, not expired
+        for _ in range(3):
+            assert await cache.get(None, "c") is first  # nobody waits for the plugin
+        await trio.testing.wait_all_tasks_blocked()
+        assert runs == 2  # one renewal, running
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert auth(await cache.get(None, "c")) == "Bearer tok-2"
+        clock.now += 101  # expired: no background shortcut, the caller waits
+        release = trio.Event()
+        release.set()
+        assert auth(await cache.get(None, "c")) == "Bearer tok-3"
+
+
+async def test_a_failed_background_renewal_keeps_the_valid_credential(tmp_path: Path) -> None:
+    clock = Clock()
+    runs = 0
+
+    async def flaky(kubeconfig: str | None, context: str | None) -> AccessMaterial:
+        nonlocal runs
+        runs += 1
+        if runs == 2:
+            raise KubeConfigError('exec plugin "x" failed: network down', retryable=True)
+        return AccessMaterial(context="c", namespace=None, scheme="http", host="127.0.0.1",
+                              port=1, authorization=f"Bearer tok-{runs}",
+                              expires=clock.now + 100)
+
+    cache = AccessCache(flaky, clock=clock)
+    async with cache.renewing_in_background():
+        first = await cache.get(None, "c")
+        clock.now += 95
+        assert await cache.get(None, "c") is first  # renewal starts, fails in the background
+        await trio.testing.wait_all_tasks_blocked()
+        assert runs == 2
+        assert await cache.get(None, "c") is first  # still valid: kept, not retried at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert runs == 2
+        clock.now += 1.0  # ERROR_TTL later: renewed again
+        assert await cache.get(None, "c") is first
+        await trio.testing.wait_all_tasks_blocked()
+        assert auth(await cache.get(None, "c")) == "Bearer tok-3"
