@@ -22,6 +22,7 @@ class Kind(StrEnum):
     CONNECTION = "connection"  # "Handling connection for 8080"
     CONNECTION_ERROR = "connection_error"  # one connection ended badly; the forward goes on
     STATE = "state"  # resolving / connecting / ready / reconnecting / failed / stopped
+    HEALTH = "health"  # a health check's state changed: starting / healthy / unhealthy
     WARNING = "warning"
     ERROR = "error"
 

@@ -25,6 +25,7 @@ import trio
 from pfcompose.config.spec import ForwardSpec
 from pfcompose.connection import Outcome, Traffic, forward_over_channel, forward_over_session
 from pfcompose.events import Event, EventSink, Kind
+from pfcompose.health import HealthChecker
 from pfcompose.kube import (
     ClusterAccess,
     KubeApiError,
@@ -128,6 +129,9 @@ class ForwardStatus:
     traffic: Traffic = field(default_factory=Traffic)
     attempt: int = 0  # the current reconnect attempt (``ps``: "reconnecting n")
     waiting_for_pod: bool = False  # the last failure was "no such / no ready pod" (``ps``)
+    health: str | None = None  # starting / healthy / unhealthy; None: no healthcheck
+    health_detail: str = ""  # the last failed check's reason
+    checks_total: int = 0  # health-check connections (also in connections_total)
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
@@ -191,6 +195,8 @@ class Forward:
                 self._set_state(State.FAILED, self._no_listener_message())
                 return
             nursery.start_soon(self._accept_all, listeners, nursery)
+            if self.spec.health is not None:
+                nursery.start_soon(HealthChecker(self, self.spec.health).run)
             await self._keep_linked()
             nursery.cancel_scope.cancel()
 
@@ -313,6 +319,43 @@ class Forward:
             remote_port=remote,
             traffic=self.status.traffic,
         )
+
+    # -- health checks (health.py) ---------------------------------------------------
+
+    def emit_event(self, event: Event) -> None:
+        self._emit_to(event)
+
+    @property
+    def link_ready(self) -> bool:
+        return self._link is not None and self._link.alive
+
+    async def wait_link_change(self) -> None:
+        await self._link_changed.wait()
+
+    async def carry_check(self, stream: trio.SocketStream, index: int) -> Outcome:
+        """Carry a health check's connection over this forward's own link.
+
+        It counts in the connection totals (and in ``checks_total``); how it ended is
+        returned to the checker, never reported as a failed connection.
+        """
+        link = self._link
+        if link is None or not link.alive or index >= len(self._remote_ports):
+            await trio.aclose_forcefully(stream)
+            return Outcome("no session to the pod")
+        self.status.connections_open += 1
+        self.status.connections_total += 1
+        self.status.checks_total += 1
+        self._drained = trio.Event() if self._drained.is_set() else self._drained
+        local = self._bound[index].local if index < len(self._bound) else 0
+        try:
+            return await self._carry(link, stream, index, local)
+        except Exception as exc:  # as _handle_connection: the forward goes on
+            await trio.aclose_forcefully(stream)
+            return Outcome(f"check connection failed: {describe(exc)}")
+        finally:
+            self.status.connections_open -= 1
+            if self.status.connections_open == 0:
+                self._drained.set()
 
     # -- the link ------------------------------------------------------------------
 

@@ -222,9 +222,9 @@ class _Loader:
             if model is None:
                 continue
             skip = self.partial.get(id(model), frozenset())
-            key_pos = forwards_node.keys.get(name)
+            forward_key = forwards_node.keys.get(name)
             forward, problems = build_forward(
-                name, model, node, defaults, defaults_node, skip, key_pos=key_pos
+                name, model, node, defaults, defaults_node, skip, key_pos=forward_key
             )
             self._after_unknown_keys(path, problems)
             self.errors.extend(problems)

@@ -43,7 +43,8 @@ import trio
 from pfcompose.sandbox.pipe import PipeStream, pipe_pair
 from pfcompose.sandbox.state import Behaviour, Pod
 
-__all__ = ["APP_FAULTS", "BLOB_BLOCK", "Backends", "blob_bytes", "blob_mismatch", "blob_sha256", "http_body"]
+__all__ = ["APP_FAULTS", "BLOB_BLOCK", "Backends", "blob_bytes", "blob_mismatch", "blob_sha256",
+           "http_body"]
 
 BUFSIZE = 1024 * 1024
 _BLOCK_HASHES = 32768  # 32 768 × 32 bytes = 1 MiB
