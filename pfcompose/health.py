@@ -19,6 +19,7 @@ the new pod has to prove itself again.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import ssl
@@ -37,11 +38,13 @@ from pfcompose.portsenv import env_key
 if TYPE_CHECKING:
     from pfcompose.forward import Forward
 
+log = logging.getLogger(__name__)
+
 __all__ = ["TCP_SETTLE", "HealthChecker", "forward_environment", "host_key"]
 
 TCP_SETTLE = 0.5
 """Seconds a ``tcp`` check waits for the kubelet to report a failed dial (a refused
-port) when the pod side neither errs nor closes (capped at the check's timeout).
+port) when the pod side neither errs nor closes (at most half the check's timeout).
 The kubelet reports a refused dial within one round trip of the stream pair."""
 
 _MAX_RESPONSE = 64 * 1024
@@ -117,6 +120,9 @@ class HealthChecker:
                 await self.check_once()
             except CheckFailed as exc:
                 self._failed(str(exc), started)
+            except Exception as exc:  # a bug in a check must not end the forward
+                log.exception("health check of %s crashed", self.forward.spec.name)
+                self._failed(f"internal error: {type(exc).__name__}: {exc}", started)
             else:
                 self._failures = 0
                 self._set("healthy")
@@ -164,16 +170,22 @@ class HealthChecker:
             outcome.append(result.error)
             ended.set()
 
+        failure: CheckFailed | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(carry)
-                if self.spec.kind == "tcp":
-                    await self._tcp(mine, outcome, ended)
-                else:
-                    await self._http(mine, outcome)
+                try:
+                    if self.spec.kind == "tcp":
+                        await self._tcp(mine, outcome, ended)
+                    else:
+                        await self._http(mine, outcome, ended)
+                except CheckFailed as exc:  # raised outside the nursery: no exception group
+                    failure = exc
                 nursery.cancel_scope.cancel()
         finally:
             await trio.aclose_forcefully(mine)
+        if failure is not None:
+            raise failure
 
     async def _tcp(
         self, stream: trio.SocketStream, outcome: list[str | None], ended: trio.Event
@@ -181,14 +193,16 @@ class HealthChecker:
         # A clean close after our half-close, or no error within the settle time,
         # means the pod accepted; a refused dial arrives as error-stream text.
         await stream.send_eof()
-        with trio.move_on_after(min(TCP_SETTLE, self.spec.timeout)):
+        with trio.move_on_after(min(TCP_SETTLE, self.spec.timeout / 2)):
             while await _receive(stream):
                 pass
             await ended.wait()
         if outcome and outcome[0]:
             raise CheckFailed(_reason(outcome[0]))
 
-    async def _http(self, raw: trio.SocketStream, outcome: list[str | None]) -> None:
+    async def _http(
+        self, raw: trio.SocketStream, outcome: list[str | None], ended: trio.Event
+    ) -> None:
         spec = self.spec
         local = next((item.local for item in self.forward.status.listening), 0)
         host = spec.host or f"localhost:{local}"
@@ -209,8 +223,10 @@ class HealthChecker:
             await stream.send_all(head + (conn.send(h11.EndOfMessage()) or b""))
             status = await _response_status(conn, stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
+            await ended.wait()  # the connection ended: its reason (refused…) is on the way
             raise CheckFailed(self._carry_reason(outcome) or f"http check failed: {exc}") from None
         if status is None:
+            await ended.wait()
             raise CheckFailed(self._carry_reason(outcome) or "http check: no response")
         if not spec.expects(status):
             raise CheckFailed(f"HTTP {status} from {spec.path} (expected {spec.expect_text()})")
