@@ -23,6 +23,9 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("lifecycle_cmd", "down"),
     ("lifecycle_cmd", "restart"),
     ("lifecycle_cmd", "ls"),
+    ("run_cmd", "run"),
+    ("run_cmd", "port"),
+    ("run_cmd", "wait"),
 )
 
 
