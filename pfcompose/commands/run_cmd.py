@@ -238,6 +238,8 @@ class _Runner:
             for record in not_ready:
                 click.echo(f"error: {not_ready_line(record)}", err=True)
             return int(ExitCode.NOT_READY)
+        if self._signals:  # interrupted while the daemon's forwards were awaited
+            return 128 + self._signals[0]
         return await self._run_command(_environment([*records, *daemon_records]))
 
     async def _wait_daemon(self, timeout: float) -> list[dict[str, Any]] | None:
@@ -262,6 +264,7 @@ class _Runner:
         # stays in ours (it may read the terminal) and gets signals straight from it;
         # otherwise CMD leads a group of its own and we pass signals to the group.
         own_group = not _terminal_foreground()
+        delivered = len(self._signals)  # any signal from here on goes to CMD
         try:
             process = await trio.lowlevel.open_process(
                 self.command, env={**os.environ, **env},
@@ -276,7 +279,6 @@ class _Runner:
         except OSError as exc:
             click.echo(f"error: {self.command[0]}: {exc.strerror or exc}", err=True)
             return int(ExitCode.CANNOT_EXECUTE)
-        delivered = len(self._signals)
         async with trio.open_nursery() as nursery:
 
             async def relay() -> None:
