@@ -71,7 +71,8 @@ async def test_run_statuses_of_its_own(sandbox: Sandbox, runtime: Path, tmp_path
     nosuch = await pf("run", "nosuch", "-f", file, "--kubeconfig", kc, "--", "true")
     assert (nosuch.code, nosuch.err) == (2, "no such forward: nosuch\n")
 
-    ghost = write_project(tmp_path / "g", "g", {"ghost": {"target": "pod/ghost", "ports": [":7000"]}})
+    ghosts = {"ghost": {"target": "pod/ghost", "ports": [":7000"]}}
+    ghost = write_project(tmp_path / "g", "g", ghosts)
     never = await pf("run", "-f", ghost, "--kubeconfig", kc, "--wait-timeout", "1", "--",
                      "sh", "-c", "echo ran")
     assert never.code == 125 and never.out == ""
