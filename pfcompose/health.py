@@ -223,13 +223,25 @@ class HealthChecker:
             await stream.send_all(head + (conn.send(h11.EndOfMessage()) or b""))
             status = await _response_status(conn, stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
-            await ended.wait()  # the connection ended: its reason (refused…) is on the way
-            raise CheckFailed(self._carry_reason(outcome) or f"http check failed: {exc}") from None
+            await self._carry_ended(raw, ended)
+            cause = exc.__cause__ or exc  # trio wraps the ssl error
+            text = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                text = f"certificate verify failed: {cause.verify_message}"
+            raise CheckFailed(self._carry_reason(outcome) or f"http check failed: {text}") from None
         if status is None:
-            await ended.wait()
+            await self._carry_ended(raw, ended)
             raise CheckFailed(self._carry_reason(outcome) or "http check: no response")
         if not spec.expects(status):
             raise CheckFailed(f"HTTP {status} from {spec.path} (expected {spec.expect_text()})")
+
+    @staticmethod
+    async def _carry_ended(raw: trio.SocketStream, ended: trio.Event) -> None:
+        """Let the carried connection end, to learn its reason (a refused dial): our side
+        is closed first, and the wait is short (the pod side may never close)."""
+        await trio.aclose_forcefully(raw)
+        with trio.move_on_after(TCP_SETTLE):
+            await ended.wait()
 
     @staticmethod
     def _carry_reason(outcome: list[str | None]) -> str | None:

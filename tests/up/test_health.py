@@ -7,6 +7,7 @@ change shows within a few hundred milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,47 @@ async def test_checks_over_each_transport(sandbox: Sandbox, tmp_path: Path, tran
     await _cycle(sandbox, tmp_path, _file("type: http", extra=extra), "error", 8080, "HTTP 500")
     text = _file("type: tcp", target="pod/echo", port=":5000", extra=extra)
     await _cycle(sandbox, tmp_path, text, "refuse", 5000, "refused")
+
+
+async def test_https_check_insecure_and_host_header(sandbox: Sandbox, tmp_path: Path) -> None:
+    """An https pod (a TLS server the test runs, reached through a ``target:`` port)."""
+    import h11
+
+    from pfcompose.sandbox.state import Behaviour, ContainerPort, Pod
+    from pfcompose.sandbox.tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    hosts: list[str] = []
+
+    async def serve(stream: trio.abc.Stream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):  # a client refused our certificate
+            await answer(stream)
+
+    async def answer(stream: trio.abc.Stream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Request):
+                hosts.append(dict(event.headers)[b"host"].decode())
+                answer = conn.send(h11.Response(status_code=204, headers=[]))
+                await stream.send_all((answer or b"") + (conn.send(h11.EndOfMessage()) or b""))
+                return
+
+    context = pki.server_context(require_client_cert=False)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_ssl_over_tcp, serve, 0, context)
+        tls_port = listeners[0].transport_listener.socket.getsockname()[1]
+        await sandbox.add_pod(Pod("tls", ports=[ContainerPort(
+            8443, serve=Behaviour("target", "127.0.0.1", tls_port))]))  # fmt: skip
+        good = _file("type: http, https: true, insecure: true, host: api.test, expect: 204",
+                     target="pod/tls", port=":8443")  # fmt: skip
+        async with running_up(sandbox, tmp_path, good) as (_, recorder):
+            await _health(recorder, "healthy")
+        assert hosts[0] == "api.test"
+        strict = _file("type: http, https: true", target="pod/tls", port=":8443")
+        async with running_up(sandbox, tmp_path, strict) as (_, recorder):
+            assert "certificate verify failed" in await _health(recorder, "unhealthy")
+        nursery.cancel_scope.cancel()
