@@ -133,6 +133,12 @@ class ForwardStatus:
     health_detail: str = ""  # the last failed check's reason
     checks_total: int = 0  # health-check connections (also in connections_total)
 
+    @property
+    def healthy(self) -> bool | None:
+        """True/False once a health check has decided (``starting`` counts as not
+        healthy); None without a check — the hook metrics and ``top`` read."""
+        return None if self.health is None else self.health == "healthy"
+
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with full jitter in its upper half: ``attempt`` counts from 1."""

@@ -57,6 +57,7 @@ async def _cycle(sandbox: Sandbox, tmp_path: Path, text: str, fault: str, port: 
         assert reason in message, message
         status = supervisor.statuses[0]
         assert status.state.value == "ready"  # the session is fine: the app is not
+        assert status.healthy is False  # the hook metrics and top read
         assert status.checks_total >= 2
         assert status.connections_total >= status.checks_total
         record = status_record(status)
