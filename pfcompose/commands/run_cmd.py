@@ -52,6 +52,9 @@ class _RunCommand(click.Command):
             args = args[:index]
         return super().parse_args(ctx, args)
 
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "-- CMD [ARG]..."]
+
 
 # -- run ---------------------------------------------------------------------------------
 
