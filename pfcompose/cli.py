@@ -25,6 +25,9 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("lifecycle_cmd", "restart"),
     ("lifecycle_cmd", "ls"),
     ("top_cmd", "top"),
+    ("run_cmd", "run"),
+    ("run_cmd", "port"),
+    ("run_cmd", "wait"),
 )
 
 

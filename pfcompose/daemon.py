@@ -53,7 +53,7 @@ from pfcompose.platform.process import detach_options
 from pfcompose.portsenv import PortsEnvFile
 from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
 from pfcompose.runtime import forward_access
-from pfcompose.status import status_record
+from pfcompose.status import gave_up, is_ready, status_record
 from pfcompose.supervisor import Supervisor
 
 __all__ = ["READY_TIMEOUT", "Daemon", "daemon_main", "spawn"]
@@ -220,10 +220,11 @@ class Daemon:
         satisfied = False
         with trio.move_on_after(timeout):
             while True:
-                states = [r["state"] for r in self.records(names)]
-                if until == "ready":
-                    satisfied = all(state == "ready" for state in states)
-                    if satisfied or "failed" in states:
+                records = self.records(names)
+                states = [r["state"] for r in records]
+                if until == "ready":  # and healthy, where a health check is declared
+                    satisfied = all(is_ready(r) for r in records)
+                    if satisfied or any(gave_up(r) for r in records):
                         break
                 else:
                     satisfied = "starting" not in states

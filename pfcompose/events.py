@@ -23,6 +23,7 @@ class Kind(StrEnum):
     CONNECTION_ERROR = "connection_error"  # one connection ended badly; the forward goes on
     CONNECTION_CLOSED = "connection_closed"  # one connection's end: peer, duration, bytes, reason
     STATE = "state"  # resolving / connecting / ready / reconnecting / failed / stopped
+    HEALTH = "health"  # a health check's state changed: starting / healthy / unhealthy
     WARNING = "warning"
     ERROR = "error"
 

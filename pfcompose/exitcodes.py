@@ -16,5 +16,15 @@ class ExitCode(IntEnum):
     CONFIG = 2
     """The configuration or the command line is wrong; nothing was started."""
 
+    NOT_READY = 125
+    """``run``: the forwards did not become ready (and healthy) within ``--wait-timeout``;
+    CMD was not started. (``run``'s other statuses are CMD's own.)"""
+
+    CANNOT_EXECUTE = 126
+    """``run``: CMD was found but could not be executed (as ``env`` and ``docker run``)."""
+
+    NOT_FOUND = 127
+    """``run``: CMD was not found."""
+
     INTERRUPTED = 130
     """A second Ctrl-C forced an immediate exit."""

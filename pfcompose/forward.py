@@ -32,6 +32,7 @@ from pfcompose.connection import (
 )
 from pfcompose.connstats import closed_message, peer_of
 from pfcompose.events import Event, EventSink, Kind
+from pfcompose.health import HealthChecker
 from pfcompose.kube import (
     ClusterAccess,
     KubeApiError,
@@ -140,6 +141,15 @@ class ForwardStatus:
     traffic: Traffic = field(default_factory=Traffic)
     attempt: int = 0  # the current reconnect attempt (``ps``: "reconnecting n")
     waiting_for_pod: bool = False  # the last failure was "no such / no ready pod" (``ps``)
+    health: str | None = None  # starting / healthy / unhealthy; None: no healthcheck
+    health_detail: str = ""  # the last failed check's reason
+    checks_total: int = 0  # health-check connections (also in connections_total)
+
+    @property
+    def healthy(self) -> bool | None:
+        """True/False once a health check has decided (``starting`` counts as not
+        healthy); None without a check — the hook metrics and ``top`` read."""
+        return None if self.health is None else self.health == "healthy"
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
@@ -227,6 +237,8 @@ class Forward:
                 self._set_state(State.FAILED, self._no_listener_message())
                 return
             nursery.start_soon(self._accept_all, listeners, nursery)
+            if self.spec.health is not None:
+                nursery.start_soon(HealthChecker(self, self.spec.health).run)
             await self._keep_linked()
             nursery.cancel_scope.cancel()
 
@@ -382,6 +394,49 @@ class Forward:
     def _forget_access(self, failed: ClusterAccess | None) -> None:
         if isinstance(self._load_access, ForgetsAccess):
             self._load_access.invalidate(self.spec, failed)
+    # -- health checks (health.py) ---------------------------------------------------
+
+    def emit_event(self, event: Event) -> None:
+        self._emit_to(event)
+
+    @property
+    def link_ready(self) -> bool:
+        return self._link is not None and self._link.alive
+
+    async def wait_link_change(self) -> None:
+        await self._link_changed.wait()
+
+    async def carry_check(self, stream: trio.SocketStream, index: int) -> Outcome:
+        """Carry a health check's connection over this forward's own link.
+
+        It counts in the connection totals (and in ``checks_total``); how it ended is
+        returned to the checker, never reported as a failed connection.
+        """
+        link = self._link
+        if link is None or not link.alive or index >= len(self._remote_ports):
+            await trio.aclose_forcefully(stream)
+            return Outcome("no session to the pod")
+        self.status.connections_open += 1
+        self.status.connections_total += 1
+        self.status.checks_total += 1
+        self._drained = trio.Event() if self._drained.is_set() else self._drained
+        local = self._bound[index].local if index < len(self._bound) else 0
+        conn = ConnStats("health check", local)
+        outcome = Outcome()
+        try:
+            outcome = await self._carry(link, stream, index, local, conn)
+            return outcome
+        except Exception as exc:  # as _handle_connection: the forward goes on
+            await trio.aclose_forcefully(stream)
+            outcome = Outcome(f"check connection failed: {describe(exc)}")
+            return outcome
+        finally:
+            self.status.connections_open -= 1
+            if self.status.connections_open == 0:
+                self._drained.set()
+            # counted with the others (metrics, top), flagged as a check in the log
+            record = {**self.status.traffic.finish(conn, outcome), "check": True}
+            self._emit(Kind.CONNECTION_CLOSED, closed_message(record), **record)
 
     # -- the link ------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ __all__ = [
     "COLUMNS",
     "format_bytes",
     "format_duration",
+    "gave_up",
+    "health_text",
+    "is_ready",
+    "not_ready_line",
     "render",
     "render_json",
     "render_plain",
@@ -39,6 +43,7 @@ COLUMNS = (
     "POD",
     "PORTS",
     "STATE",
+    "HEALTH",
     "TRANSPORT",
     "CONNS",
     "IN",
@@ -93,6 +98,9 @@ def status_record(
         "fallback": status.fallback,
         "connections_open": status.connections_open,
         "connections_total": status.connections_total,
+        "checks_total": status.checks_total,
+        "health": status.health,
+        "health_detail": status.health_detail,
         "bytes_in": status.traffic.bytes_in,
         "bytes_out": status.traffic.bytes_out,
         "reconnects": status.reconnects,
@@ -147,6 +155,37 @@ def ports_text(record: Record) -> str:
     return " ".join(f"{','.join(hosts)}->{remote}" for (_, remote), hosts in groups.items())
 
 
+def is_ready(record: Record) -> bool:
+    """Ready, and healthy if it has a health check: what ``--wait``, ``wait`` and ``run`` need."""
+    return bool(record["state"] == "ready" and record.get("health") in (None, "healthy"))
+
+
+def gave_up(record: Record) -> bool:
+    """Failed, or unhealthy: waiting longer will not make it ready (compose's ``--wait``)."""
+    return bool(record["state"] == "failed" or record.get("health") == "unhealthy")
+
+
+def not_ready_line(record: Record) -> str:
+    """Why a forward is not ready (and healthy), in one line."""
+    name = record["name"]
+    if record["state"] == "ready" and record.get("health") not in (None, "healthy"):
+        detail = record.get("health_detail") or ""
+        return f"{name} is {record['health']}" + (f": {detail}" if detail else "")
+    reason = record["status"]
+    if record.get("last_error") and record["state"] != "failed":
+        reason += f" (last error: {record['last_error']})"
+    return f"{name} is not ready: {reason}"
+
+
+def health_text(record: Record) -> str:
+    """``healthy``, ``starting``, ``unhealthy: reason``; ``-`` without a health check."""
+    health = record.get("health")
+    if not health:
+        return "-"
+    detail = record.get("health_detail") or ""
+    return f"{health}: {detail}" if health == "unhealthy" and detail else str(health)
+
+
 def row(record: Record) -> list[str]:
     pod = record["pod"] or "-"
     if record["pod"] and record["namespace"]:
@@ -157,6 +196,7 @@ def row(record: Record) -> list[str]:
         pod,
         ports_text(record) or "-",
         record["status"],
+        health_text(record),
         (record["transport"] or "-") + (" (fallback)" if record.get("fallback") else ""),
         f"{record['connections_open']}/{record['connections_total']}",
         format_bytes(record["bytes_in"]),

@@ -568,8 +568,12 @@ def up_detached(
     records = state["forwards"]
     render(records, "json" if as_json else "table", sys.stdout)
     if wait and not state["satisfied"]:
+        from pfcompose.status import is_ready, not_ready_line
+
         for record in records:
-            if record["state"] != "ready":
+            if record["state"] == "ready" and not is_ready(record):  # a health check said no
+                click.echo(f"error: {not_ready_line(record)}", err=True)
+            elif record["state"] != "ready":
                 reason = record["status"]
                 if record["last_error"] and record["state"] != "failed":
                     reason += f" (last error: {record['last_error']})"

@@ -31,6 +31,7 @@ from pfcompose.config.model import (
     Defaults,
     FileModel,
     Forward,
+    HealthCheck,
     Metrics,
     PortLong,
     Reconnect,
@@ -76,6 +77,7 @@ class _Loader:
         self.warnings: list[Problem] = []
         self.order: dict[str, int] = {}
         self.partial: dict[int, frozenset[str]] = {}  # id(model) -> keys that failed
+        self.sort_after: dict[int, Problem] = {}  # id(problem) -> the problem it follows
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -224,7 +226,11 @@ class _Loader:
             if model is None:
                 continue
             skip = self.partial.get(id(model), frozenset())
-            forward, problems = build_forward(name, model, node, defaults, defaults_node, skip)
+            forward_key = forwards_node.keys.get(name)
+            forward, problems = build_forward(
+                name, model, node, defaults, defaults_node, skip, key_pos=forward_key
+            )
+            self._after_unknown_keys(path, problems)
             self.errors.extend(problems)
             if forward is not None:
                 built.append(forward)
@@ -334,12 +340,28 @@ class _Loader:
 
     # -- reporting ------------------------------------------------------------------------
 
+    def _after_unknown_keys(self, path: tuple[str | int, ...], problems: list[Problem]) -> None:
+        """A missing key reported at the forward's key line sorts after that forward's
+        unknown keys: ``targt:`` explains "needs a target", so it is read first."""
+        prefix = format_path(path) + "."
+        unknown = [p for p in self.errors if p.message.startswith("unknown key")
+                   and p.path.startswith(prefix) and p.line is not None]
+        if not unknown:
+            return
+        last = max(unknown, key=lambda p: (p.line or 0, p.column or 0))
+        for problem in problems:
+            if problem.path in (format_path(path), prefix + "ports") and problem.line is not None \
+                    and (problem.line, problem.column or 0) < (last.line or 0, last.column or 0):
+                self.sort_after[id(problem)] = last
+
     def _sorted(self, problems: list[Problem]) -> list[Problem]:
-        def key(problem: Problem) -> tuple[int, int, int]:
-            if problem.file is None:
-                return (len(self.order) + 1, 0, 0)
-            return (self.order.get(problem.file, len(self.order)), problem.line or 0,
-                    problem.column or 0)
+        def key(problem: Problem) -> tuple[int, int, int, int]:
+            anchor = self.sort_after.get(id(problem), problem)
+            late = 1 if anchor is not problem else 0
+            if anchor.file is None:
+                return (len(self.order) + 1, 0, 0, late)
+            return (self.order.get(anchor.file, len(self.order)), anchor.line or 0,
+                    anchor.column or 0, late)
 
         return sorted(problems, key=key)
 
@@ -356,7 +378,11 @@ def _os_message(exc: OSError) -> str:
     return f"cannot read file: {reason[:1].lower()}{reason[1:]}"
 
 
-_NESTED: dict[str, type[BaseModel]] = {"reconnect": Reconnect, "ports": PortLong}
+_NESTED: dict[str, type[BaseModel]] = {
+    "reconnect": Reconnect,
+    "ports": PortLong,
+    "healthcheck": HealthCheck,
+}
 
 
 def _unknown_key(

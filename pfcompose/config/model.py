@@ -28,6 +28,7 @@ __all__ = [
     "Defaults",
     "FileModel",
     "Forward",
+    "HealthCheck",
     "Metrics",
     "PortLong",
     "Reconnect",
@@ -108,6 +109,49 @@ class Reconnect(BaseModel):
     )
 
 
+class HealthCheck(BaseModel):
+    """``healthcheck:`` — when a forward counts as healthy (fields as compose's healthcheck)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["tcp", "http", "exec"] | None = Field(
+        default=None,
+        description="tcp: a connection through the forward succeeds; http: GET path answers "
+        "a status in expect; exec: command exits 0",
+    )
+    port: int | str | None = Field(
+        default=None, description="the forward's remote port (number or name) to check "
+        "(default: its first port)",
+    )
+    path: str | None = Field(default=None, description='http: the path to GET (default "/")')
+    expect: int | str | list[int | str] | None = Field(
+        default=None,
+        description='http: healthy statuses: 200, "200-299" or a list of them (default 200-399)',
+    )
+    host: str | None = Field(default=None, description="http: the Host header")
+    https: bool | None = Field(default=None, description="http: speak TLS to the pod")
+    insecure: bool | None = Field(
+        default=None, description="http with https: do not verify the certificate"
+    )
+    command: str | list[str] | None = Field(
+        default=None,
+        description="exec: argv, or a string run by sh -c; gets the PFCOMPOSE_* variables",
+    )
+    interval: Duration | None = Field(default=None, description="between checks (default 5s)")
+    timeout: Duration | None = Field(
+        default=None, description="a check taking longer fails (default 2s)"
+    )
+    retries: int | None = Field(
+        default=None, ge=1, description="consecutive failures before unhealthy (default 3)"
+    )
+    start_period: Duration | None = Field(
+        default=None, description="failures in this time after ready do not count (default 0)"
+    )
+    disable: bool | None = Field(
+        default=None, description="no health check (e.g. to opt out of defaults.healthcheck)"
+    )
+
+
 class PortLong(BaseModel):
     """The long form of a port: ``{local: 8080, remote: http}``."""
 
@@ -183,6 +227,7 @@ class Defaults(BaseModel):
     quiet_connections: bool | None = Field(
         default=None, description='silence the "Handling connection for" lines (default false)'
     )
+    healthcheck: HealthCheck | None = None
 
 
 class Forward(Defaults):

@@ -19,6 +19,7 @@ from pfcompose.config.addresses import (
     canonical_ip,
     parse_addresses,
 )
+from pfcompose.config.healthplan import build_health
 from pfcompose.config.model import Defaults, Forward, PortLong
 from pfcompose.config.ports import PortMap, PortSpecError, parse_port
 from pfcompose.config.problems import ConfigErrors, Pos, Problem, format_path
@@ -136,11 +137,14 @@ def build_forward(
     defaults: Defaults,
     defaults_node: Node | None,
     skip: frozenset[str] = frozenset(),
+    key_pos: Pos | None = None,
 ) -> tuple[BuiltForward | None, list[Problem]]:
     """Apply defaults and kubectl's rules to one validated forward.
 
     ``skip`` names keys that already failed validation: their rules are not checked
     again and no spec is built, but every other key is still checked and reported.
+    ``key_pos`` is where the forward's own key (``db:``) is written: a key missing
+    from the forward is reported there, not at its first child.
     """
     problems: list[Problem] = []
     here = _Origin(("forwards", name), node)
@@ -156,7 +160,8 @@ def build_forward(
     elif fwd.target is not None and fwd.selector is not None:
         problems.append(here.child("selector").problem("set either target or selector, not both"))
     elif fwd.target is None and fwd.selector is None:
-        problems.append(here.problem("a forward needs a target or a selector"))
+        problems.append(Problem.at(key_pos or here.pos, format_path(here.path),
+                                   "a forward needs a target or a selector"))
     elif fwd.target is not None:
         try:
             target = normalize_target(fwd.target)
@@ -184,7 +189,7 @@ def build_forward(
 
     ports: list[PortSite] = []
     if "ports" not in skip:
-        ports, port_problems = _ports(name, fwd, here)
+        ports, port_problems = _ports(name, fwd, here, key_pos)
         problems.extend(port_problems)
 
     addresses_value, addr_origin = setting("addresses")
@@ -209,6 +214,12 @@ def build_forward(
     quiet, _ = setting("quiet_connections")
     reconnect, reconnect_problems = _reconnect(fwd, here, defaults, base)
     problems.extend(reconnect_problems)
+    health = None
+    if "healthcheck" not in skip:
+        health, health_problems = build_health(
+            fwd, here, defaults, base, [site.port for site in ports]
+        )
+        problems.extend(health_problems)
 
     if problems or skip:
         return None, problems
@@ -227,13 +238,19 @@ def build_forward(
         keepalive=DEFAULT_KEEPALIVE if keepalive is None else float(keepalive),
         quiet_connections=bool(quiet),
         context_is_own=bool(fwd.context),
+        health=health,
     )
     return BuiltForward(spec, ports, address_origins), []
 
 
-def _ports(name: str, fwd: Forward, here: _Origin) -> tuple[list[PortSite], list[Problem]]:
+def _ports(
+    name: str, fwd: Forward, here: _Origin, key_pos: Pos | None = None
+) -> tuple[list[PortSite], list[Problem]]:
     origin = here.child("ports")
     if not fwd.ports:
+        if fwd.ports is None and key_pos is not None:  # no ports key: at the forward's key
+            return [], [Problem.at(key_pos, format_path(origin.path),
+                                   "you must specify at least 1 port")]
         return [], [origin.problem("you must specify at least 1 port")]
     sites: list[PortSite] = []
     problems: list[Problem] = []

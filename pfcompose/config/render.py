@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from pfcompose.config.healthspec import HealthSpec
 from pfcompose.config.plan import ForwardSpec, Plan, PortMap
 from pfcompose.config.spec import spec_to_dict
 
@@ -40,6 +41,27 @@ def _yaml_forward(spec: ForwardSpec) -> dict[str, Any]:
     out["reconnect"] = dataclasses.asdict(spec.reconnect)
     out["keepalive"] = spec.keepalive
     out["quiet_connections"] = spec.quiet_connections
+    if spec.health is not None:
+        out["healthcheck"] = _yaml_health(spec.health)
+    return out
+
+
+def _yaml_health(health: HealthSpec) -> dict[str, Any]:
+    """The check in the file's own keys (loading it again gives the same check)."""
+    out: dict[str, Any] = {"type": health.kind}
+    if health.port is not None:
+        out["port"] = health.port
+    if health.kind == "http":
+        out["path"] = health.path
+        out["expect"] = health.expect_text().split(",")
+        if health.host is not None:
+            out["host"] = health.host
+        out["https"] = health.https
+        out["insecure"] = health.insecure
+    if health.kind == "exec":
+        out["command"] = list(health.command)
+    out.update(interval=health.interval, timeout=health.timeout, retries=health.retries,
+               start_period=health.start_period)
     return out
 
 

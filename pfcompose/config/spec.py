@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pfcompose.config.addresses import ListenAddress
+from pfcompose.config.healthspec import HealthSpec, health_from_json, health_to_json
 from pfcompose.config.ports import PortMap
 from pfcompose.config.problems import Problem
 
@@ -57,6 +58,7 @@ class ForwardSpec:
     keepalive: float  # seconds between SPDY pings
     quiet_connections: bool
     context_is_own: bool = False  # set in the forward itself: wins over --context
+    health: HealthSpec | None = None  # healthcheck: (the forward's, else defaults')
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def spec_to_dict(spec: ForwardSpec) -> dict[str, Any]:
         "reconnect": dataclasses.asdict(spec.reconnect),
         "keepalive": spec.keepalive,
         "quiet_connections": spec.quiet_connections,
+        "healthcheck": health_to_json(spec.health),
     }
 
 
@@ -113,6 +116,7 @@ def spec_from_json(data: dict[str, Any]) -> ForwardSpec:
         keepalive=data["keepalive"],
         quiet_connections=data["quiet_connections"],
         context_is_own=data["context_is_own"],
+        health=health_from_json(data.get("healthcheck")),
     )
 
 

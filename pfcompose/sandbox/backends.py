@@ -17,6 +17,11 @@ benchmark's ``direct`` client, tests). Both run the same behaviour code:
 * ``target: HOST:PORT`` – no listener here: the kubelet dials that address itself.
 * ``none`` – nothing listens; the port refuses, as a closed port in a pod does.
 
+An *app fault* (:meth:`Backends.set_app_fault`, for health-check tests) overrides a
+served port's behaviour while it is set: ``refuse`` (the process stopped listening:
+the kubelet's dial is refused), ``error`` (every HTTP request is answered 500) or
+``hang`` (connections are accepted, read and never answered).
+
 The data paths read up to 1 MiB at a time and never touch single bytes. ``VERIFY``
 compares with ``memcmp`` (``bytes.startswith`` at an offset, ~20 GB/s) where ``PUT``
 hashes (sha256, ~390 MB/s without SHA extensions): a benchmark that verifies with
@@ -38,7 +43,8 @@ import trio
 from pfcompose.sandbox.pipe import PipeStream, pipe_pair
 from pfcompose.sandbox.state import Behaviour, Pod
 
-__all__ = ["BLOB_BLOCK", "Backends", "blob_bytes", "blob_mismatch", "blob_sha256", "http_body"]
+__all__ = ["APP_FAULTS", "BLOB_BLOCK", "Backends", "blob_bytes", "blob_mismatch", "blob_sha256",
+           "http_body"]
 
 BUFSIZE = 1024 * 1024
 _BLOCK_HASHES = 32768  # 32 768 × 32 bytes = 1 MiB
@@ -95,6 +101,9 @@ def http_body(pod: Pod, port: int) -> bytes:
     return f"pfcompose sandbox: pod {pod.name} namespace {pod.namespace} port {port}\n".encode()
 
 
+APP_FAULTS = ("refuse", "error", "hang")
+"""What :meth:`Backends.set_app_fault` can make a pod port do (``none`` clears it)."""
+
 Conn = trio.SocketStream | PipeStream
 """A pod process's side of one connection."""
 
@@ -130,11 +139,28 @@ class Backends:
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self._pods: dict[tuple[str, str], _PodProcesses] = {}
+        self._app_faults: dict[tuple[str, str, int], str] = {}
+
+    def set_app_fault(self, pod: Pod, port: int, fault: str | None) -> None:
+        """Make ``pod``'s ``port`` refuse, answer 500 or hang (None/``none``: behave again)."""
+        key = (pod.namespace, pod.name, port)
+        if fault in (None, "none"):
+            self._app_faults.pop(key, None)
+            return
+        if fault not in APP_FAULTS:
+            raise ValueError(f"'fault' must be one of {', '.join(APP_FAULTS)} or none, "
+                             f"not {fault!r}")
+        if pod.port(port) is None:
+            raise LookupError(f"pod {pod.name} has no TCP port {port}")
+        self._app_faults[key] = fault
+
+    def app_fault(self, pod: Pod, port: int) -> str | None:
+        return self._app_faults.get((pod.namespace, pod.name, port))
 
     def address(self, pod: Pod, port: int) -> tuple[str, int] | None:
         """Where the kubelet connects for ``pod``'s ``port``; None: nothing listens."""
         cp = pod.port(port)
-        if cp is None:
+        if cp is None or self.app_fault(pod, port) == "refuse":
             return None
         if cp.serve.kind == "target":
             return (cp.serve.host, cp.serve.port)
@@ -151,6 +177,8 @@ class Backends:
         """
         procs = self._pods.get(pod.key)
         if procs is None or procs.pod is not pod or procs.nursery is None:
+            return None
+        if self.app_fault(pod, port) == "refuse":
             return None
         handler = procs.handlers.get(port)
         if handler is None:
@@ -196,7 +224,15 @@ class Backends:
             procs.conns.add(conn)
             try:
                 with conn.scope:
-                    await serve(stream, procs.pod, port)
+                    fault = self.app_fault(procs.pod, port)
+                    if fault == "refuse":  # a real listener: the app stopped listening
+                        abort(stream)
+                    elif fault == "hang":
+                        await _hang(stream)
+                    elif fault == "error" and behaviour.kind == "http":
+                        await _http(stream, procs.pod, port, status=500)
+                    else:
+                        await serve(stream, procs.pod, port)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             finally:
@@ -234,9 +270,16 @@ async def _echo(stream: Conn, pod: Pod, port: int) -> None:
     await stream.send_eof()
 
 
-async def _http(stream: Conn, pod: Pod, port: int) -> None:
+async def _hang(stream: Conn) -> None:
+    """Accept, read and never answer: a wedged app (its kernel still ACKs)."""
+    while await stream.receive_some(BUFSIZE):
+        pass
+    await trio.sleep_forever()  # even after the client's FIN: no answer, no close
+
+
+async def _http(stream: Conn, pod: Pod, port: int, *, status: int = 200) -> None:
     conn = h11.Connection(h11.SERVER)
-    body = http_body(pod, port)
+    body = http_body(pod, port) if status == 200 else b"internal error (sandbox app fault)\n"
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
@@ -250,7 +293,7 @@ async def _http(stream: Conn, pod: Pod, port: int) -> None:
         if isinstance(event, h11.EndOfMessage):
             headers = [("Content-Type", "text/plain; charset=utf-8"),
                        ("Content-Length", str(len(body)))]
-            out = conn.send(h11.Response(status_code=200, headers=headers))
+            out = conn.send(h11.Response(status_code=status, headers=headers))
             out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
             out += conn.send(h11.EndOfMessage()) or b""
             await stream.send_all(out)

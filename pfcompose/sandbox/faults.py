@@ -13,6 +13,7 @@ POST     /_sandbox/pods/NS/NAME/replace            {"grace": 1.0}               
 POST     /_sandbox/pods/NS/NAME/phase              {"phase": "Pending"}           {}
 POST     /_sandbox/pods/NS/NAME/ready              {"ready": false}               {}
 POST     /_sandbox/pods/NS/NAME/reset              –                              {"reset": n}
+POST     /_sandbox/pods/NS/NAME/app                {"port": P, "fault": F}        {}
 POST     /_sandbox/connections/drop                –                              {"dropped": n}
 POST     /_sandbox/streams                         {"refuse": bool, "delay": s,   {}
                                                    "dial_error": KIND|null}
@@ -57,6 +58,8 @@ class AdminTarget(Protocol):
     def set_phase(self, name: str, phase: str, namespace: str = "default") -> None: ...
     def set_ready(self, name: str, ready: bool, namespace: str = "default") -> None: ...
     def reset_pod_connections(self, name: str, namespace: str = "default") -> int: ...
+    def set_app_fault(self, name: str, port: int, fault: str | None,
+                      namespace: str = "default") -> None: ...
     def drop_upgraded_connections(self) -> int: ...
     def restart_api_soon(self, down: float) -> None: ...
     def proxy_admin(self, method: str, args: dict[str, Any]) -> dict[str, Any]: ...
@@ -129,6 +132,13 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
                 return 200, {}
             if verb == "reset":
                 return 200, {"reset": target.reset_pod_connections(name, ns)}
+            if verb == "app":  # F: refuse, error (HTTP 500), hang, none
+                port = args["port"]
+                if isinstance(port, bool) or not isinstance(port, int):
+                    raise ValueError(f"'port' must be a port number, not {json.dumps(port)}")
+                fault = args.get("fault")
+                target.set_app_fault(name, port, None if fault is None else str(fault), ns)
+                return 200, {}
         elif path == "/_sandbox/connections/drop":
             return 200, {"dropped": target.drop_upgraded_connections()}
         elif path == "/_sandbox/streams":

@@ -323,6 +323,11 @@ class Sandbox:
         pod = self.pod(name, namespace)
         return self.backends.reset(pod) + self.kubelet.reset_target_connections(pod)
 
+    def set_app_fault(self, name: str, port: int, fault: str | None,
+                      namespace: str = "default") -> None:
+        """Make the pod's app on ``port`` refuse, answer 500 or hang (``none``: heal)."""
+        self.backends.set_app_fault(self.pod(name, namespace), port, fault)
+
     def drop_upgraded_connections(self) -> int:
         """Cut every port-forward connection at the TCP level (no GOAWAY)."""
         return self.kubelet.drop_all()

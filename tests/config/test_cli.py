@@ -58,7 +58,7 @@ def test_json_shape(write: Write) -> None:
                     {"address": "::1", "family": "tcp6", "failure_mode": "all"},
                 ],
                 "transport": "auto", "profiles": [], "reconnect": reconnect,
-                "keepalive": 5.0, "quiet_connections": False,
+                "keepalive": 5.0, "quiet_connections": False, "healthcheck": None,
             },
             "api": {
                 "target": None, "selector": "app=api,tier in (edge,web)", "context": "dev",
@@ -67,7 +67,7 @@ def test_json_shape(write: Write) -> None:
                 "addresses": ["127.0.0.1"],
                 "listen": [{"address": "127.0.0.1", "family": "tcp4", "failure_mode": "any"}],
                 "transport": "auto", "profiles": ["backend"], "reconnect": reconnect,
-                "keepalive": 5.0, "quiet_connections": False,
+                "keepalive": 5.0, "quiet_connections": False, "healthcheck": None,
             },
         },
     }  # fmt: skip

@@ -65,8 +65,8 @@ CASES = [
     pytest.param(
         "forwards:\n  db:\n    target: a\n    port: [1]\n",
         [
-            "f.yaml:3:5: forwards.db.ports: you must specify at least 1 port",
             'f.yaml:4:5: forwards.db.port: unknown key, did you mean "ports"?',
+            "f.yaml:2:3: forwards.db.ports: you must specify at least 1 port",
         ],
         id="unknown_forward_key",
     ),
@@ -114,7 +114,7 @@ CASES = [
     ),
     pytest.param(
         "forwards:\n  db:\n    ports: [1]\n",
-        ["f.yaml:3:5: forwards.db: a forward needs a target or a selector"],
+        ["f.yaml:2:3: forwards.db: a forward needs a target or a selector"],
         id="neither_target_nor_selector",
     ),
     pytest.param(
@@ -157,7 +157,7 @@ CASES = [
     ),
     pytest.param(
         "forwards:\n  db:\n    target: a\n",
-        ["f.yaml:3:5: forwards.db.ports: you must specify at least 1 port"],
+        ["f.yaml:2:3: forwards.db.ports: you must specify at least 1 port"],
         id="ports_missing",
     ),
     pytest.param(

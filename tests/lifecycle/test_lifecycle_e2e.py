@@ -68,7 +68,7 @@ async def test_up_d_ps_logs_down_cycle(sandbox: Sandbox, runtime: Path, tmp_path
     async with project(file, sandbox) as started:
         out = started["result"].out.splitlines()
         assert out[0].split() == [
-            "NAME", "TARGET", "POD", "PORTS", "STATE", "TRANSPORT", "CONNS", "IN", "OUT",
+            "NAME", "TARGET", "POD", "PORTS", "STATE", "HEALTH", "TRANSPORT", "CONNS", "IN", "OUT",
             "RECONNECTS", "UPTIME", "LAST", "ERROR",
         ]  # fmt: skip
         assert [line.split()[0] for line in out[1:]] == ["echo", "web"]
@@ -83,7 +83,7 @@ async def test_up_d_ps_logs_down_cycle(sandbox: Sandbox, runtime: Path, tmp_path
         echo_row = next(line for line in ps.out.splitlines() if line.startswith("echo "))
         assert re.fullmatch(
             rf"echo\s+pod/echo\s+default/echo\s+127\.0\.0\.1:{port},\[::1\]:{port}->5000\s+"
-            r"ready\s+\S+\s+[01]/1\s+5 B\s+5 B\s+0\s+\d+s\s+-",
+            r"ready\s+-\s+\S+\s+[01]/1\s+5 B\s+5 B\s+0\s+\d+s\s+-",
             echo_row,
         ), echo_row
         as_json = json.loads((await pf("ps", "--format", "json", "-f", file)).out)

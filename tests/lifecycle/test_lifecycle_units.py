@@ -275,9 +275,9 @@ def test_plain_table_and_json() -> None:
     record = status_record(status, None, now=1075.0)
     assert render_plain([record]) == (
         "NAME   TARGET   POD               PORTS                               STATE   "
-        "TRANSPORT   CONNS   IN        OUT    RECONNECTS   UPTIME   LAST ERROR\n"
+        "HEALTH   TRANSPORT   CONNS   IN        OUT    RECONNECTS   UPTIME   LAST ERROR\n"
         "db     -        shop/postgres-0   127.0.0.1:15432,[::1]:15432->5432   ready   "
-        "spdy        1/4     1.5 KiB   12 B   2            1m15s    -\n"
+        "-        spdy        1/4     1.5 KiB   12 B   2            1m15s    -\n"
     )
     assert json.loads(render_json([record]))[0]["status"] == "ready"
     assert json.loads(render_json([record]))[0]["uptime"] == 75.0
