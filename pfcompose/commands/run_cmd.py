@@ -27,6 +27,12 @@ import click
 from pfcompose.commands.common import plan_from_options, plan_options
 from pfcompose.commands.lifecycle_cmd import _fail, _project_paths, complete_forward_names
 from pfcompose.exitcodes import ExitCode
+from pfcompose.platform.process import (
+    RELAYED_SIGNALS,
+    child_group_options,
+    signal_group,
+    terminal_foreground,
+)
 
 if TYPE_CHECKING:
     import trio
@@ -37,7 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["port", "run", "wait"]
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _USAGE = "pfcompose run [FORWARD]... [OPTIONS] -- CMD [ARG]..."
 
 
@@ -177,7 +182,7 @@ class _Runner:
         emit = self._sink(list(self.plan.forwards))
         launch = Launch(self.plan, kubeconfig=kubeconfig, context=context, materials=materials)
         loader = forward_access(launch, evaluate_in_thread)
-        with trio.open_signal_receiver(*_SIGNALS) as signals:
+        with trio.open_signal_receiver(*RELAYED_SIGNALS) as signals:
             async with trio.open_nursery() as nursery:
                 listening = trio.CancelScope()
                 nursery.start_soon(self._collect_signals, signals, listening)
@@ -266,12 +271,11 @@ class _Runner:
         # A terminal's Ctrl-C reaches the whole foreground group by itself: there CMD
         # stays in ours (it may read the terminal) and gets signals straight from it;
         # otherwise CMD leads a group of its own and we pass signals to the group.
-        own_group = not _terminal_foreground()
+        own_group = not terminal_foreground()
         delivered = len(self._signals)  # any signal from here on goes to CMD
         try:
             process = await trio.lowlevel.open_process(
-                self.command, env={**os.environ, **env},
-                process_group=0 if own_group else None,
+                self.command, env={**os.environ, **env}, **child_group_options(own_group),
             )  # fmt: skip
         except FileNotFoundError:
             click.echo(f"error: {self.command[0]}: command not found", err=True)
@@ -304,19 +308,11 @@ class _Runner:
 def _deliver(process: trio.Process, signum: int, own_group: bool) -> None:
     try:
         if own_group:
-            os.killpg(process.pid, signum)
+            signal_group(process.pid, signum)
         elif signum != signal.SIGINT:  # the terminal already sent SIGINT to CMD itself
             process.send_signal(signum)
     except ProcessLookupError:
         pass
-
-
-def _terminal_foreground() -> bool:
-    """Whether stdin is a terminal whose foreground process group is ours."""
-    try:
-        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
-    except OSError:
-        return False
 
 
 def _environment(records: Sequence[dict[str, Any]]) -> dict[str, str]:

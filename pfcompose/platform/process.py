@@ -15,6 +15,7 @@ of POSIX, so no portable variant is needed there); on Windows it is created with
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -28,9 +29,13 @@ __all__ = [
     "DETACHED_PROCESS",
     "HAS_MEMFD",
     "HAS_SETSID",
+    "RELAYED_SIGNALS",
+    "child_group_options",
     "detach_options",
     "private_file",
     "replace_process",
+    "signal_group",
+    "terminal_foreground",
 ]  # fmt: skip
 
 CAN_EXEC = not PORTABLE and os.name == "posix" and hasattr(os, "execv")
@@ -39,6 +44,10 @@ HAS_MEMFD = not PORTABLE and hasattr(os, "memfd_create")
 HAS_SETSID = os.name == "posix" and hasattr(os, "setsid")
 DETACHED_PROCESS = 0x00000008  # winbase.h; subprocess defines them only on Windows
 CREATE_NEW_PROCESS_GROUP = 0x00000200
+RELAYED_SIGNALS: tuple[int, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""What ``run`` passes on to CMD (Windows has no SIGHUP)."""
 
 
 def private_file() -> int:
@@ -64,3 +73,38 @@ def detach_options(windows: bool = WINDOWS) -> dict[str, Any]:
     if windows:
         return {"creationflags": DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP}
     return {"start_new_session": True}
+
+
+# -- run -- CMD: CMD in a process group of its own, signalled as a group ---------------
+
+
+def child_group_options(own_group: bool, windows: bool = WINDOWS) -> dict[str, Any]:
+    """``open_process`` options that make CMD lead a group of its own (if ``own_group``):
+    ``setpgid(0, 0)`` on POSIX, ``CREATE_NEW_PROCESS_GROUP`` on Windows."""
+    if not own_group:
+        return {}
+    if windows:
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP}
+    return {"process_group": 0}
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Send ``signum`` to the group CMD leads: ``killpg`` on POSIX; on Windows a group
+    only takes CTRL_BREAK (for SIGINT), anything else ends the process."""
+    if hasattr(os, "killpg"):
+        os.killpg(pid, signum)
+    elif signum == signal.SIGINT and hasattr(signal, "CTRL_BREAK_EVENT"):
+        os.kill(pid, signal.CTRL_BREAK_EVENT)
+    else:
+        os.kill(pid, signal.SIGTERM)  # Windows: TerminateProcess
+
+
+def terminal_foreground() -> bool:
+    """Whether stdin is a terminal whose foreground process group is ours (POSIX job
+    control; never on Windows, which has none)."""
+    if not hasattr(os, "tcgetpgrp"):
+        return False
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False

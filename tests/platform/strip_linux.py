@@ -3,7 +3,9 @@
 Removes, before any pfcompose module is imported: ``os.writev``,
 ``os.memfd_create``, the ``fcntl`` and ``resource`` modules, glibc's ``mallopt`` and
 ``malloc_trim`` from ctypes, ``socket.TCP_NOTSENT_LOWAT``, ``socket.AF_UNIX``
-(``socketpair`` becomes loopback TCP, as on Windows) and ``select.poll``. Then
+(``socketpair`` becomes loopback TCP, as on Windows), ``select.poll``, and what
+Windows lacks of POSIX job control (``signal.SIGHUP``, ``os.killpg``,
+``os.tcgetpgrp``, the ``termios`` and ``tty`` modules). Then
 imports every module of the package (none may fail) and runs
 ``python -m pfcompose ARGS`` — or, with ``--imports-only``, prints what the platform
 seam reports and exits. PFCOMPOSE_PORTABLE must not be set: detection is tested.
@@ -18,12 +20,13 @@ import os
 import pkgutil
 import runpy
 import select
+import signal
 import socket
 import sys
 
 import trio  # noqa: F401 - imported first: trio itself is portable, we test our code
 
-for name in ("writev", "memfd_create"):
+for name in ("writev", "memfd_create", "killpg", "tcgetpgrp"):
     if hasattr(os, name):
         delattr(os, name)
 for name in ("TCP_NOTSENT_LOWAT", "AF_UNIX"):
@@ -44,6 +47,10 @@ def _loopback_socketpair(
 
 
 socket.socketpair = _loopback_socketpair  # the stdlib's default family was AF_UNIX
+if hasattr(signal, "SIGHUP"):
+    delattr(signal, "SIGHUP")
+sys.modules["termios"] = None  # type: ignore[assignment]
+sys.modules["tty"] = None  # type: ignore[assignment]
 if hasattr(select, "poll"):
     delattr(select, "poll")
 sys.modules["fcntl"] = None  # type: ignore[assignment]  # "import fcntl" raises ImportError
@@ -68,8 +75,8 @@ for info in pkgutil.walk_packages(pfcompose.__path__, "pfcompose."):
         continue
     try:
         importlib.import_module(info.name)
-    except ImportError as exc:
-        failed.append(f"{info.name}: {exc}")
+    except (ImportError, AttributeError) as exc:  # a missing module or name
+        failed.append(f"{info.name}: {exc!r}")
 if failed:
     print("\n".join(failed), file=sys.stderr)
     sys.exit(3)
