@@ -281,7 +281,16 @@ async def _http(stream: Conn, pod: Pod, port: int, *, status: int = 200) -> None
     conn = h11.Connection(h11.SERVER)
     body = http_body(pod, port) if status == 200 else b"internal error (sandbox app fault)\n"
     while True:
-        event = conn.next_event()
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            # not HTTP (a tcp check, a stray client): answer 400 as a web server does
+            # and hang up; never let it crash the sandbox (and ``up --sandbox``)
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                bad = [("Content-Length", "0"), ("Connection", "close")]
+                await stream.send_all(conn.send(h11.Response(status_code=400, headers=bad))
+                                      or b"")
+            return
         if event is h11.NEED_DATA:
             data = await stream.receive_some(BUFSIZE)
             conn.receive_data(data)

@@ -141,6 +141,11 @@ async def test_backends_behaviours() -> None:
         http = await talk(addr[2], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert http.startswith(b"HTTP/1.1 200 ")
         assert http.endswith(b"\r\n\r\npfcompose sandbox: pod p namespace default port 2\n")
+        # not HTTP: a 400 and a hang-up, as a web server answers, and the app goes on
+        assert (await talk(addr[2], b"\x16\x03\x01garbage\r\n\r\n")).startswith(
+            b"HTTP/1.1 400 ")
+        assert (await talk(addr[2], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+            b"HTTP/1.1 200 ")
         assert await talk(addr[3], b"GET 100\n") == blob_bytes(100)
         assert await talk(addr[3], b"PUT 3\nabcdef") == hashlib.sha256(b"abc").hexdigest(
         ).encode() + b"\n"
