@@ -85,44 +85,33 @@ class KubeClient:
 
     async def get(self, path: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
         """GET ``path`` and return the decoded JSON object."""
-        target = self._target(path, query)
+        return await self._request("GET", path, self._target(path, query))
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` as JSON to ``path`` (a SelfSubjectAccessReview) and decode the answer."""
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        return await self._request("POST", path, self._target(path, None), payload)
+
+    async def _request(
+        self, method: str, path: str, target: str, payload: bytes | None = None
+    ) -> dict[str, Any]:
+        """One request on a fresh connection, bounded by ``timeout``; the decoded object."""
         try:
             with trio.fail_after(self.timeout):
                 stream = await self._connect()
                 try:
-                    conn = await self._send_request(stream, target)
+                    conn = await self._send_request(stream, target, method, payload)
                     response = await self._read_response(stream, conn)
                     body = await self._read_body(stream, conn)
                 finally:
                     await trio.aclose_forcefully(stream)
         except trio.TooSlowError:
             raise KubeConnectionError(
-                f"GET {path}: no answer from {self.server} within {self.timeout:g}s"
+                f"{method} {path}: no answer from {self.server} within {self.timeout:g}s"
             ) from None
         if not 200 <= response.status_code < 300:
             raise _api_error(response, body)
         return _decode_object(body, path)
-
-    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST ``body`` as JSON to ``path`` (a SelfSubjectAccessReview) and decode the answer."""
-        target = self._target(path, None)
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        try:
-            with trio.fail_after(self.timeout):
-                stream = await self._connect()
-                try:
-                    conn = await self._send_request(stream, target, "POST", payload)
-                    response = await self._read_response(stream, conn)
-                    answer = await self._read_body(stream, conn)
-                finally:
-                    await trio.aclose_forcefully(stream)
-        except trio.TooSlowError:
-            raise KubeConnectionError(
-                f"POST {path}: no answer from {self.server} within {self.timeout:g}s"
-            ) from None
-        if not 200 <= response.status_code < 300:
-            raise _api_error(response, answer)
-        return _decode_object(answer, path)
 
     async def watch(
         self,

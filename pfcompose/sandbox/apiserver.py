@@ -483,27 +483,21 @@ def _as_table(body: Any, rv: int) -> Any:
 
 def _object_field_match(selector: str, name: str, namespace: str) -> bool:
     """``metadata.name`` / ``metadata.namespace`` field selectors (``rollout status``)."""
-    for clause in filter(None, selector.split(",")):
-        neg = "!=" in clause
-        key, _, value = clause.replace("!=", "=").replace("==", "=").partition("=")
-        have = {"metadata.name": name, "metadata.namespace": namespace}.get(key.strip())
-        if have is None:
-            raise _Reply(400, objects.status_json(
-                400, f'"{key.strip()}" is not a known field selector: only "metadata.name", '
-                     '"metadata.namespace"'))
-        if (have == value.strip()) == neg:
-            return False
-    return True
+    return _fields_match(selector, {"metadata.name": name, "metadata.namespace": namespace})
 
 
 def _field_match(selector: str, pod: Pod) -> bool:
     """The pod field selectors kubectl uses: ``metadata.name``, ``metadata.namespace``,
     ``status.phase``, ``spec.nodeName`` with ``=``, ``==`` or ``!=``."""
-    if not selector:
-        return True
-    fields = {"metadata.name": pod.name, "metadata.namespace": pod.namespace,
-              "status.phase": pod.phase, "spec.nodeName": pod.node_name or ""}
-    for clause in selector.split(","):
+    return _fields_match(selector, {
+        "metadata.name": pod.name, "metadata.namespace": pod.namespace,
+        "status.phase": pod.phase, "spec.nodeName": pod.node_name or ""})
+
+
+def _fields_match(selector: str, fields: dict[str, str]) -> bool:
+    """Whether every ``key=value`` / ``key==value`` / ``key!=value`` clause holds; an
+    unknown key is the API server's 400."""
+    for clause in filter(None, selector.split(",")):
         neg = "!=" in clause
         key, _, value = clause.replace("!=", "=").replace("==", "=").partition("=")
         have = fields.get(key.strip())
