@@ -22,8 +22,7 @@ import time
 import trio
 
 from pfcompose.wire.endpoint import set_nodelay
-from pfcompose.wire.errors import SessionLost
-from pfcompose.wire.session import DEFAULT_READ_SIZE, open_session
+from pfcompose.wire.session import DEFAULT_READ_SIZE, SessionLost, open_session
 from pfcompose.wire.spdy import DEFAULT_MAX_DATA_FRAME
 
 READ_SIZE = DEFAULT_READ_SIZE

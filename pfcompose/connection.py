@@ -37,8 +37,8 @@ from pfcompose.platform.sockets import writable_now
 from pfcompose.wire.channel import ChannelClient
 from pfcompose.wire.dial import dial_channel
 from pfcompose.wire.endpoint import Endpoint
-from pfcompose.wire.errors import SessionLost, StreamReset, WireError
-from pfcompose.wire.session import SpdySession, SpdyStream
+from pfcompose.wire.errors import WireError
+from pfcompose.wire.session import SessionLost, SpdySession, SpdyStream, StreamReset
 from pfcompose.wire.sockio import read_now, write_now
 
 READ_SIZE = 1024 * 1024

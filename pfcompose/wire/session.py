@@ -58,7 +58,7 @@ from contextlib import asynccontextmanager
 import trio
 from trio.lowlevel import ParkingLot
 
-from pfcompose.wire.errors import ProtocolError, SessionLost, StreamOpenTimeout, StreamReset
+from pfcompose.wire.errors import ProtocolError, StreamOpenTimeout, WireError
 from pfcompose.wire.gather import send_parts
 from pfcompose.wire.sockio import receive_some
 from pfcompose.wire.spdy import (
@@ -75,6 +75,19 @@ from pfcompose.wire.spdy import (
     StreamReplied,
     StreamResetReceived,
 )
+
+
+class StreamReset(WireError, trio.BrokenResourceError):
+    """The peer reset the stream (RST_STREAM). ``status`` is the SPDY status code."""
+
+    def __init__(self, message: str = "stream reset by peer", status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SessionLost(WireError, trio.BrokenResourceError):
+    """The session under a stream ended: GOAWAY, EOF, transport error or ping timeout."""
+
 
 DEFAULT_READ_SIZE = 256 * 1024
 DEFAULT_MAX_BUFFER = 1 << 20
