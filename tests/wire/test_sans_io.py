@@ -20,6 +20,8 @@ CORES = (
     "pfcompose.wire.spdy_dict",
     "pfcompose.wire.proxyenv",
     "pfcompose.wire.masking",
+    "pfcompose.wire.ws_frames",
+    "pfcompose.wire.channel_codec",
 )
 """Every sans-IO module of ``pfcompose/wire``."""
 
