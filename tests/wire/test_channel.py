@@ -18,7 +18,7 @@ from pfcompose.wire.channel_codec import (
     port_preamble,
 )
 from pfcompose.wire.errors import ProtocolError
-from pfcompose.wire.upgrade import accept_channel_websocket
+from pfcompose.wire.upgrade_server import accept_channel_websocket
 from pfcompose.wire.websocket import WebSocketConnection
 
 # ---- codec -------------------------------------------------------------------------

@@ -22,6 +22,8 @@ CORES = (
     "pfcompose.wire.masking",
     "pfcompose.wire.ws_frames",
     "pfcompose.wire.channel_codec",
+    "pfcompose.wire.httpmsg",
+    "pfcompose.wire.handshake",
 )
 """Every sans-IO module of ``pfcompose/wire``."""
 
