@@ -755,18 +755,9 @@ class SpdySession:
             elif isinstance(event, StreamOpened):
                 self._on_opened(event)
             elif isinstance(event, StreamReplied):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.reply_headers = event.headers
-                    if event.fin:
-                        stream._on_data(b"", True)
-                        self._forget_if_done(stream)
-                    stream._replied.set()
+                self._on_replied(event)
             elif isinstance(event, StreamResetReceived):
-                stream = streams.pop(event.stream_id, None)
-                if stream is not None:
-                    self._full.discard(stream)
-                    stream._on_reset(event.status)
+                self._on_reset_received(event)
             elif isinstance(event, PingAcked):
                 done = self._pings.pop(event.ping_id, None)
                 if done is not None:
@@ -776,6 +767,21 @@ class SpdySession:
             # SETTINGS, WINDOW_UPDATE, HEADERS: nothing to do (spdystream ignores them)
         if self._conn.has_data_to_send:
             self._kick()
+
+    def _on_replied(self, event: StreamReplied) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream.reply_headers = event.headers
+            if event.fin:
+                stream._on_data(b"", True)
+                self._forget_if_done(stream)
+            stream._replied.set()
+
+    def _on_reset_received(self, event: StreamResetReceived) -> None:
+        stream = self._streams.pop(event.stream_id, None)
+        if stream is not None:
+            self._full.discard(stream)
+            stream._on_reset(event.status)
 
     def _on_opened(self, event: StreamOpened) -> None:
         if self._refuse_status is not None:
