@@ -615,6 +615,10 @@ class SpdyConnection:
     def _read_frame_head(self, view: memoryview, pos: int, end: int, batch: _DataBatch) -> int:
         """State HEAD: the 8-byte frame header (possibly split across reads)."""
         head = self._head
+        if not head:
+            pos = self._whole_data_frames(view, pos, end, batch)
+            if pos >= end:
+                return pos
         if head or end - pos < 8:
             take = min(8 - len(head), end - pos)
             head += view[pos : pos + take]
@@ -633,6 +637,36 @@ class SpdyConnection:
         if word0 & 0x80000000:
             return self._begin_control(word0 & 0xFFFF, flags, length, view, pos, end, batch)
         return self._begin_data(word0, flags, length, view, pos, end, batch)
+
+    def _whole_data_frames(
+        self, view: memoryview, pos: int, end: int, batch: _DataBatch
+    ) -> int:
+        """The common case, with locals only: DATA frames with a payload, each whole in
+        this read; returns where the first other thing starts (for the general path,
+        which also raises on anything malformed)."""
+        streams = self._streams
+        parts = batch.parts
+        unpack = _U32x2.unpack_from
+        limit = self._max_payload
+        while end - pos >= 8:
+            sid, word1 = unpack(view, pos)
+            length = word1 & 0xFFFFFF
+            start = pos + 8
+            if sid & 0x80000000 or not sid or not length or length > limit:
+                break  # control frame, stream 0, empty or oversized DATA
+            if end - start < length:
+                break  # a DATA payload that continues in a later read
+            st = streams.get(sid)
+            if st is not None and (st.replied or not st.local) and not st.remote_closed:
+                if parts and batch.sid != sid:
+                    batch.flush()
+                batch.sid = sid
+                parts.append(view[start : start + length])
+                if word1 & 0x01000000:  # FLAG_FIN
+                    batch.flush(True)
+                    self._remote_fin(sid)
+            pos = start + length
+        return pos
 
     def _begin_control(
         self, ftype: int, flags: int, length: int, view: memoryview, pos: int, end: int,
