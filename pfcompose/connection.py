@@ -2,7 +2,7 @@
 
 Over a SPDY session (transports ``spdy``, ``spdy-over-websocket``, ``auto``), each
 local connection gets an error stream and a data stream sharing a ``requestid``
-(wire-protocol.md §8.2). Bytes are copied both ways; a local EOF becomes a FIN on
+(docs/wire-protocol.md §8.2). Bytes are copied both ways; a local EOF becomes a FIN on
 the data stream and the remote side keeps sending. Where client-go closes the
 whole session when one connection's error stream carries text (kubectl #1169),
 we end only that connection and report the text: the session and every other

@@ -3,7 +3,7 @@
 Bytes in → events out, calls → bytes out; no sockets, no trio (h11/wsproto
 style). The peers that matter are Go's spdystream (kubectl, client-go, the
 kubelet), so where SPDY/3 and spdystream differ we follow spdystream
-(``wire-protocol.md`` §6, §7, §13):
+(docs/wire-protocol.md §6, §7, §13):
 
 * one zlib context per direction for the whole connection, the SPDY/3
   dictionary, a ``Z_SYNC_FLUSH`` after every header block;
@@ -106,7 +106,7 @@ class LocalProtocolError(WireError):
 
 
 class StreamState(enum.Enum):
-    """Where a stream is in its life (SPDY/3 §2.3)."""
+    """Where a stream is in its life (SPDY/3 draft, its §2.3; docs/wire-protocol.md §6.3)."""
 
     OPEN = "open"
     HALF_CLOSED_LOCAL = "half-closed (local)"

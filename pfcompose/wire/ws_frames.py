@@ -38,7 +38,7 @@ def binary_frame_parts(payload: Sequence[Buffer], *, mask: bool) -> list[Buffer]
 
     The header (with the masking key) is the first buffer; the payload follows
     uncopied, or masked in C when ``mask`` (clients mask with a fresh random key
-    per frame, §5.3, as wsproto does). Written with one gathered write
+    per frame, RFC 6455 §5.3, as wsproto does). Written with one gathered write
     (:func:`~.gather.send_parts`): joining the buffers would copy every payload
     byte once more, into a fresh allocation.
     """
