@@ -378,6 +378,7 @@ class SpdyConnection:
         # Parser state: a partial frame header, a partial control frame, or the
         # remainder of a DATA payload being streamed out.
         self._state = _FRAME_HEAD  # which of _READERS parses the next bytes
+        self._batch = _DataBatch(_NO_EVENTS, None, 0)
         self._head = bytearray()
         self._ctl: bytearray | None = None
         self._ctl_type = 0
@@ -603,12 +604,14 @@ class SpdyConnection:
         whole = data if type(data) is bytes else None
         view = memoryview(data) if whole is not None else memoryview(data).cast("B")
         end = len(view)
-        batch = _DataBatch(events, whole, end)
+        batch = self._batch  # one per connection: no allocation per read
+        batch.events, batch.whole, batch.end = events, whole, end
         readers = _READERS
         pos = 0
         while pos < end and not self.goaway_received:
             pos = readers[self._state](self, view, pos, end, batch)
         batch.flush()
+        batch.events, batch.whole = _NO_EVENTS, None  # hold no reference to this read
 
     # Per-state readers: (view, pos, end, batch) -> new pos.
 
@@ -741,7 +744,11 @@ class SpdyConnection:
         self._data_left = left
         sid = self._data_sid
         if self._data_deliver and sid in self._streams:
-            batch.add(sid, view[pos : pos + take])
+            parts = batch.parts  # batch.add, inlined: this runs once per read of a big frame
+            if parts and batch.sid != sid:
+                batch.flush()
+            batch.sid = sid
+            parts.append(view[pos : pos + take])
             if self._data_fin and not left:
                 batch.flush(True)
                 self._remote_fin(sid)
@@ -911,6 +918,9 @@ class _DataBatch:
         parts.clear()
         self.events.append(DataReceived(self.sid, chunk, fin))
 
+
+_NO_EVENTS: Final[list[Event]] = []
+"""What the reused batch points at between reads (it never receives events)."""
 
 _SHAPES: Final[dict[int, tuple[int, int | None, bool]]] = {
     # type: (shortest payload, exact payload or None, flags allowed)
