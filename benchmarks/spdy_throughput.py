@@ -21,9 +21,8 @@ import time
 
 import trio
 
-from pfcompose.wire.endpoint import set_nodelay
-from pfcompose.wire.errors import SessionLost
-from pfcompose.wire.session import DEFAULT_READ_SIZE, open_session
+from pfcompose.wire.endpoint import tune_socket
+from pfcompose.wire.session import DEFAULT_READ_SIZE, SessionLost, open_session
 from pfcompose.wire.spdy import DEFAULT_MAX_DATA_FRAME
 
 READ_SIZE = DEFAULT_READ_SIZE
@@ -38,7 +37,7 @@ async def _drain(stream: trio.abc.ReceiveStream) -> int:
 
 
 async def _serve_connection(conn: trio.SocketStream, frame: int) -> None:
-    set_nodelay(conn)
+    tune_socket(conn)
     mode = await conn.receive_some(1)
     cpu = time.process_time()
     if mode == b"P":
@@ -94,7 +93,7 @@ async def _receive_answer(stream: trio.abc.ReceiveStream) -> bytes:
 
 async def measure_plain(port: int, total: int, chunk: bytes) -> Result:
     conn = await trio.open_tcp_stream("127.0.0.1", port)
-    set_nodelay(conn)
+    tune_socket(conn)
     cpu = time.process_time()
     start = time.perf_counter()
     await conn.send_all(b"P")
@@ -108,7 +107,7 @@ async def measure_plain(port: int, total: int, chunk: bytes) -> Result:
 
 async def measure_spdy(port: int, total: int, chunk: bytes, frame: int) -> Result:
     conn = await trio.open_tcp_stream("127.0.0.1", port)
-    set_nodelay(conn)
+    tune_socket(conn)
     async with open_session(conn, "client", max_data_frame=frame, read_size=READ_SIZE) as session:
         cpu = time.process_time()
         start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Over a SPDY session (transports ``spdy``, ``spdy-over-websocket``, ``auto``), each
 local connection gets an error stream and a data stream sharing a ``requestid``
-(wire-protocol.md §8.2). Bytes are copied both ways; a local EOF becomes a FIN on
+(docs/wire-protocol.md §8.2). Bytes are copied both ways; a local EOF becomes a FIN on
 the data stream and the remote side keeps sending. Where client-go closes the
 whole session when one connection's error stream carries text (kubectl #1169),
 we end only that connection and report the text: the session and every other
@@ -39,8 +39,8 @@ from pfcompose.platform.sockets import writable_now
 from pfcompose.wire.channel import ChannelClient
 from pfcompose.wire.dial import dial_channel
 from pfcompose.wire.endpoint import Endpoint
-from pfcompose.wire.errors import SessionLost, StreamReset, UpgradeError, WireError
-from pfcompose.wire.session import SpdySession, SpdyStream
+from pfcompose.wire.errors import UpgradeError, WireError
+from pfcompose.wire.session import SessionLost, SpdySession, SpdyStream, StreamReset
 from pfcompose.wire.sockio import read_now, write_now
 
 READ_SIZE = 1024 * 1024

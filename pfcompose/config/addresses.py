@@ -1,4 +1,4 @@
-"""Listen addresses, parsed exactly as client-go's ``parseAddresses`` (wire-protocol.md §11.1).
+"""Listen addresses, parsed exactly as client-go's ``parseAddresses`` (docs/wire-protocol.md §11.1).
 
 ``localhost`` means 127.0.0.1 and ::1 where failing one is fine (mode ``all``: the
 port fails only if every such listener fails); an explicit IP must work (mode ``any``:

@@ -1,6 +1,6 @@
 """``config --check-ports``: bind every listener ``up`` would bind, now, and let go.
 
-Uses client-go's rules (wire-protocol.md §11.1): a port fails when every ``all``-mode
+Uses client-go's rules (docs/wire-protocol.md §11.1): a port fails when every ``all``-mode
 listener failed or any ``any``-mode listener failed; local port 0 takes the port the
 first successful listener got and reuses it on the other addresses. Failures are
 worded as Go words them, so the line matches what ``kubectl port-forward`` prints.

@@ -1,4 +1,4 @@
-"""Port specs, parsed exactly as client-go's ``parsePorts`` does (wire-protocol.md §11.2).
+"""Port specs, parsed exactly as client-go's ``parsePorts`` does (docs/wire-protocol.md §11.2).
 
 One extension: the remote side may be a port *name* (``8080:http``), which kubectl
 resolves against the pod or service at run time (§10.3); the name is kept as is.

@@ -1,7 +1,7 @@
 """The kubelet's port-forward server (CRI streaming ``portforward``), §5 and §9.
 
 After the API server routed a ``pods/NAME/portforward`` upgrade here, this module
-completes the handshake with ``wire.upgrade`` (server role) and then:
+completes the handshake with ``wire.handshake`` and ``wire.upgrade_server`` and then:
 
 * SPDY and SPDY-in-WebSocket (§9): validates each new stream (§9.1; RST on bad
   headers), replies with an empty SYN_REPLY, pairs error and data streams by
@@ -43,13 +43,12 @@ from pfcompose.sandbox.pipe import PipeStream
 from pfcompose.sandbox.state import Pod
 from pfcompose.wire.channel import ChannelServer
 from pfcompose.wire.errors import WireError
+from pfcompose.wire.handshake import UpgradeRejected, classify_upgrade
 from pfcompose.wire.session import SpdySession, SpdyStream, open_session
-from pfcompose.wire.upgrade import (
-    UpgradeRejected,
+from pfcompose.wire.upgrade_server import (
     accept_channel_websocket,
     accept_spdy,
     accept_spdy_over_websocket,
-    classify_upgrade,
 )
 from pfcompose.wire.websocket import WebSocketByteStream, WebSocketConnection
 

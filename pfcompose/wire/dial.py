@@ -23,9 +23,9 @@ import trio
 from .channel import ChannelClient
 from .endpoint import Endpoint, open_transport
 from .errors import UpgradeError
+from .handshake import CHANNEL_BINARY
 from .proxy import ProxyError
-from .upgrade import (
-    CHANNEL_BINARY,
+from .upgrade_client import (
     upgrade_channel_websocket,
     upgrade_spdy,
     upgrade_spdy_over_websocket,

@@ -1,8 +1,15 @@
-"""The errors of the wire layer. Each carries the one line a user should read."""
+"""The errors of the wire layer that the sans-IO cores raise. Each carries the one line a
+user should read.
+
+Nothing here imports trio: the protocol cores (``spdy``, ``ws_frames``, ``channel_codec``,
+``handshake``) raise these and stay importable without an event loop. Errors that are
+also trio stream errors (``trio.BrokenResourceError``) live beside their drivers:
+:class:`~pfcompose.wire.session.StreamReset` and
+:class:`~pfcompose.wire.session.SessionLost` in ``session.py``,
+:class:`~pfcompose.wire.websocket.WebSocketClosed` in ``websocket.py``.
+"""
 
 from __future__ import annotations
-
-import trio
 
 
 class WireError(Exception):
@@ -11,18 +18,6 @@ class WireError(Exception):
 
 class ProtocolError(WireError):
     """The peer broke the protocol; the connection cannot go on (spdystream: reader ends)."""
-
-
-class StreamReset(WireError, trio.BrokenResourceError):
-    """The peer reset the stream (RST_STREAM). ``status`` is the SPDY status code."""
-
-    def __init__(self, message: str = "stream reset by peer", status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class SessionLost(WireError, trio.BrokenResourceError):
-    """The session under a stream ended: GOAWAY, EOF, transport error or ping timeout."""
 
 
 class StreamOpenTimeout(WireError):

@@ -4,12 +4,12 @@ The API server is reached the way client-go's SPDY round tripper reaches it: a
 fresh connection per request (§3.1). These helpers are shared by the upgrade
 handshakes and by ``kube/`` for plain JSON GETs and chunked watch responses.
 h11 does the parsing; this module only moves bytes between it and the stream.
+Building requests and reading headers is sans-IO, in :mod:`.httpmsg`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,44 +18,13 @@ import trio
 
 from .endpoint import Endpoint
 from .errors import ProtocolError
+from .httpmsg import Headers, build_request
 
 RECEIVE_SIZE = 65536
 MAX_BODY = 64 * 1024 * 1024
 """Bound on a buffered response body: a hostile server cannot make us grow without limit."""
 MAX_LINE = 16 * 1024 * 1024
 """Bound on one line of a streamed (watch) response."""
-
-Headers = Sequence[tuple[str, str]]
-
-
-def build_request(
-    endpoint: Endpoint,
-    method: str,
-    target: str,
-    headers: Headers = (),
-    *,
-    content_length: int | None = None,
-    endpoint_headers_last: bool = False,
-) -> h11.Request:
-    """A request in Go's order: Host, User-Agent, Content-Length, then the other headers.
-
-    The endpoint's own headers (``Authorization``…) come before ``headers`` (Go's
-    sorted order, as kubectl's SPDY request shows them, §3.1) or, with
-    ``endpoint_headers_last``, after them (gorilla's WebSocket request, §4.2).
-    """
-    items: list[tuple[str, str]] = [("Host", endpoint.host_header)]
-    if endpoint.user_agent:
-        items.append(("User-Agent", endpoint.user_agent))
-    if content_length is not None:
-        items.append(("Content-Length", str(content_length)))
-    if endpoint_headers_last:
-        items.extend(headers)
-        items.extend(endpoint.headers)
-    else:
-        items.extend(endpoint.headers)
-        items.extend(headers)
-    return h11.Request(method=method, target=target, headers=items)
-
 
 async def send_request(
     conn: h11.Connection, transport: trio.abc.Stream, request: h11.Request, body: bytes = b""
@@ -195,34 +164,3 @@ async def http_stream(
     if not isinstance(response, h11.Response):
         raise ProtocolError("unexpected 101 Switching Protocols")
     yield response, LineReader(conn, transport)
-
-
-def parse_status(body: bytes) -> tuple[str, str | None] | None:
-    """``(message, reason)`` when ``body`` is a Kubernetes ``Status`` object, else None."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(obj, dict) or obj.get("kind") != "Status":
-        return None
-    message = obj.get("message")
-    reason = obj.get("reason")
-    return (
-        message if isinstance(message, str) else "",
-        reason if isinstance(reason, str) and reason else None,
-    )
-
-
-def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    """All values of header ``name`` (lowercase) in order, one per header line."""
-    return [v.decode("latin-1") for k, v in headers if k == name]
-
-
-def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str:
-    """Go's ``Header.Get``: the first value of ``name`` or ``""``."""
-    for k, v in headers:
-        if k == name:
-            return v.decode("latin-1")
-    return ""
-
-

@@ -1,4 +1,4 @@
-"""RFC 6455 masking (§5.3): XOR with a repeating 4-byte key — in C when it is there.
+"""WebSocket masking (RFC 6455 §5.3): XOR with a repeating 4-byte key — in C when it is there.
 
 A WebSocket client masks every byte it sends and a server unmasks every byte it
 receives, so masking is the per-byte cost of the tunnel's uploads. In pure

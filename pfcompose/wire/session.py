@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import trio
 from trio.lowlevel import ParkingLot
 
-from pfcompose.wire.errors import ProtocolError, SessionLost, StreamOpenTimeout, StreamReset
+from pfcompose.wire.errors import ProtocolError, StreamOpenTimeout, WireError
 from pfcompose.wire.gather import send_parts
 from pfcompose.wire.sockio import receive_some
 from pfcompose.wire.spdy import (
@@ -75,6 +75,19 @@ from pfcompose.wire.spdy import (
     StreamReplied,
     StreamResetReceived,
 )
+
+
+class StreamReset(WireError, trio.BrokenResourceError):
+    """The peer reset the stream (RST_STREAM). ``status`` is the SPDY status code."""
+
+    def __init__(self, message: str = "stream reset by peer", status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SessionLost(WireError, trio.BrokenResourceError):
+    """The session under a stream ended: GOAWAY, EOF, transport error or ping timeout."""
+
 
 DEFAULT_READ_SIZE = 256 * 1024
 DEFAULT_MAX_BUFFER = 1 << 20
@@ -158,7 +171,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("stream was closed")
         if self._reset_by_peer is not None:
             raise self._peer_reset_error()
-        if self._session._lost:
+        if self._session.closed:
             raise SessionLost(self._session.close_reason)
         if self._sent_fin:
             raise trio.ClosedResourceError("send_eof was already called")
@@ -184,9 +197,9 @@ class SpdyStream(trio.abc.HalfCloseableStream):
                 self.reset()
                 raise
         if self._reset_by_peer is not None:
-            session._forget(self)
+            session.forget(self)
             raise StreamReset("Stream reset", self._reset_by_peer)
-        session._check_alive()
+        session.check_alive()
         if not self._replied.is_set():
             await self.aclose()
             raise StreamOpenTimeout("Timeout occurred")
@@ -197,7 +210,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         if data and not self._closed and not self._reset_locally:
             self._chunks.append(data)
             self._buffered += len(data)
-            self._session._buffered += len(data)
+            self._session.buffer_added(len(data))
         if fin:
             self._remote_fin = True
         self._readable.unpark_all()
@@ -209,14 +222,13 @@ class SpdyStream(trio.abc.HalfCloseableStream):
     def _wake_all(self) -> None:
         self._readable.unpark_all()
         self._replied.set()
-        self._session._space_freed()
+        self._session.space_freed()
 
     def _discard(self) -> None:
         self._chunks.clear()
         self._offset = 0
-        self._session._buffered -= self._buffered
+        self._session.buffer_dropped(self._buffered)
         self._buffered = 0
-        self._session._space_freed()
 
     # ------------------------------------------------------------------ receiving
 
@@ -282,7 +294,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
                 if self._remote_fin:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return False
-                if self._session._lost:
+                if self._session.closed:
                     raise SessionLost(self._session.close_reason)
                 await self._readable.park()
                 parked = True
@@ -298,15 +310,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         self._offset = off
         before = self._buffered
         self._buffered = before - n
-        session = self._session
-        total = session._buffered
-        session._buffered = total - n
-        # wake a paused reader only when a limit it may be waiting on was just crossed
-        if session._paused and (
-            before >= session._max_buffer > before - n
-            or total >= session._receive_budget > total - n
-        ):
-            session._space.unpark_all()
+        self._session.buffer_taken(before, n)
 
     # ------------------------------------------------------------------ sending
 
@@ -322,23 +326,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
             if not size:
                 await trio.lowlevel.checkpoint()
                 return
-            session = self._session
-            step = session._send_batch
-            lock = session._send_lock
-            for start in range(0, size, step):
-                await trio.lowlevel.checkpoint_if_cancelled()
-                # An uncontended lock is taken without a task switch: the write
-                # below is this call's checkpoint (and yields once per batch).
-                try:
-                    lock.acquire_nowait()
-                except trio.WouldBlock:
-                    await lock.acquire()
-                try:
-                    self._check_send()
-                    session._conn.send_data(self.stream_id, view[start : start + step])
-                    await session._flush_locked()
-                finally:
-                    lock.release()
+            await self._session.write_data(self.stream_id, view, self._check_send)
         finally:
             self._sending = False
 
@@ -355,13 +343,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         try:
             self._check_send()
             await self._wait_replied()
-            session = self._session
-            async with session._send_lock:
-                self._check_send()
-                session._conn.send_data(self.stream_id, b"", fin=True)
-                self._sent_fin = True
-                session._forget_if_done(self)
-                await session._flush_locked()
+            await self._session.write_fin(self.stream_id, self._check_send, self._fin_queued)
         finally:
             self._sending = False
 
@@ -373,22 +355,25 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         data that follows instead of costing a write of its own; the flusher sends
         it if nothing else does. A no-op on a stream that can no longer send.
         """
-        if self._sent_fin or self.done or self._session._lost or not self._replied.is_set():
+        if self._sent_fin or self.done or self._session.closed or not self._replied.is_set():
             return
         if self._sending:  # a FIN queued between two batches of a send_all would cut it
             raise trio.BusyResourceError("another task is sending on this stream")
-        session = self._session
-        session._conn.send_data(self.stream_id, b"", fin=True)
+        self._session.queue_fin(self.stream_id)
+        self._fin_queued()
+
+    def _fin_queued(self) -> None:
+        """Our FIN is queued in the connection: the stream may be done with."""
         self._sent_fin = True
-        session._forget_if_done(self)
-        session._kick()
+        if self._remote_fin:
+            self._session.forget(self)
 
     def reset(self, status: int = RstStatus.CANCEL) -> None:
         """Abandon the stream: RST_STREAM(status) unless we already sent FIN; drop buffers."""
         if self.done:
             return
         self._reset_locally = True
-        self._session._reset_stream(self, status)
+        self._session.reset_stream(self, status)
         self._discard()
         self._wake_all()
 
@@ -398,7 +383,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         self._closed = True
         self._discard()
         self._wake_all()
-        self._session._forget(self)
+        self._session.forget(self)
         await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ server role
@@ -410,22 +395,21 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         if self._replied.is_set():
             await trio.lowlevel.checkpoint()
             return
-        session = self._session
-        async with session._send_lock:
-            if self._closed or self._reset_locally:
-                raise trio.ClosedResourceError("stream was closed")
-            if self._reset_by_peer is not None:
-                raise self._peer_reset_error()
-            session._check_alive()
-            session._conn.reply(self.stream_id, headers)
-            self._replied.set()
-            await session._flush_locked()
+        await self._session.write_reply(self.stream_id, headers, self._check_reply, self._replied)
+
+    def _check_reply(self) -> None:
+        """May this stream still be replied to? (called under the session's send lock)"""
+        if self._closed or self._reset_locally:
+            raise trio.ClosedResourceError("stream was closed")
+        if self._reset_by_peer is not None:
+            raise self._peer_reset_error()
+        self._session.check_alive()
 
     async def reject(self, status: int = RstStatus.CANCEL) -> None:
         """Refuse a stream the peer opened: RST_STREAM(status), no SYN_REPLY (kubelet: CANCEL)."""
         self.reset(status)
         self._closed = True
-        await self._session._flush()
+        await self._session.flush()
 
 
 class SpdySession:
@@ -517,9 +501,9 @@ class SpdySession:
         error and data streams opened this way cost one write and one round trip,
         where client-go spends two of each. Raises :class:`SessionLost`.
         """
-        self._check_alive()
+        self.check_alive()
         async with self._send_lock:
-            self._check_alive()
+            self.check_alive()
             streams: list[SpdyStream] = []
             for fields in headers:
                 try:
@@ -538,19 +522,19 @@ class SpdySession:
         """The next stream the peer opened (reply or reject it)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._accept_queue:
-            self._check_alive()
+            self.check_alive()
             await self._acceptable.park()
         stream = self._accept_queue.popleft()
-        self._space_freed()
+        self.space_freed()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return stream
 
     async def ping(self) -> float:
         """Send a PING and return the round-trip time in seconds."""
-        self._check_alive()
+        self.check_alive()
         done = trio.Event()
         async with self._send_lock:
-            self._check_alive()
+            self.check_alive()
             ping_id = self._conn.ping()
             self._pings[ping_id] = done
             start = trio.current_time()
@@ -582,11 +566,113 @@ class SpdySession:
         """Abortive close: drop the transport at once; streams raise SessionLost."""
         self._lose("aborted")
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ the streams' interface
+    # A SpdyStream uses its session only through these methods and ``closed`` /
+    # ``close_reason``: the session owns the connection, the send lock and the
+    # receive budget; a stream owns its buffer and what it knows of its own state.
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise :class:`SessionLost` if the session has ended."""
         if self._lost:
             raise SessionLost(self.close_reason)
+
+    def buffer_added(self, n: int) -> None:
+        """A stream buffered ``n`` received bytes (counted against the receive budget)."""
+        self._buffered += n
+
+    def buffer_taken(self, stream_before: int, n: int) -> None:
+        """A consumer took ``n`` bytes of a stream that held ``stream_before``."""
+        total = self._buffered
+        self._buffered = total - n
+        # wake a paused reader only when a limit it may be waiting on was just crossed
+        if self._paused and (
+            stream_before >= self._max_buffer > stream_before - n
+            or total >= self._receive_budget > total - n
+        ):
+            self._space.unpark_all()
+
+    def buffer_dropped(self, n: int) -> None:
+        """A stream discarded the ``n`` bytes it held (reset or closed)."""
+        self._buffered -= n
+        self.space_freed()
+
+    def space_freed(self) -> None:
+        """A consumer took bytes or a stream ended: let a paused reader look again."""
+        if self._paused:
+            self._space.unpark_all()
+
+    async def write_data(
+        self, stream_id: int, view: memoryview, check: Callable[[], None]
+    ) -> None:
+        """Send ``view`` on a stream, one transport write per turn of the send lock;
+        ``check`` (the stream's may-I-send test) runs under the lock before each."""
+        step = self._send_batch
+        lock = self._send_lock
+        for start in range(0, len(view), step):
+            await trio.lowlevel.checkpoint_if_cancelled()
+            # An uncontended lock is taken without a task switch: the write
+            # below is this call's checkpoint (and yields once per batch).
+            try:
+                lock.acquire_nowait()
+            except trio.WouldBlock:
+                await lock.acquire()
+            try:
+                check()
+                self._conn.send_data(stream_id, view[start : start + step])
+                await self._flush_locked()
+            finally:
+                lock.release()
+
+    async def write_fin(
+        self, stream_id: int, check: Callable[[], None], queued: Callable[[], None]
+    ) -> None:
+        """Send a stream's FIN now; ``queued`` runs once it is queued, before the write."""
+        async with self._send_lock:
+            check()
+            self._conn.send_data(stream_id, b"", fin=True)
+            queued()
+            await self._flush_locked()
+
+    def queue_fin(self, stream_id: int) -> None:
+        """Queue a stream's FIN for the session's next write (the flusher's at the latest)."""
+        self._conn.send_data(stream_id, b"", fin=True)
+        self._kick()
+
+    async def write_reply(
+        self,
+        stream_id: int,
+        headers: Mapping[str, str] | None,
+        check: Callable[[], None],
+        replied: trio.Event,
+    ) -> None:
+        """Send the SYN_REPLY of a stream the peer opened; ``replied`` is set once queued."""
+        async with self._send_lock:
+            check()
+            self._conn.reply(stream_id, headers)
+            replied.set()
+            await self._flush_locked()
+
+    def reset_stream(self, stream: SpdyStream, status: int) -> None:
+        """Reset (RST_STREAM unless our FIN was sent) and forget ``stream``."""
+        if not self._lost and self._conn.reset(stream.stream_id, status):
+            self._kick()
+        self.forget(stream)
+
+    def forget(self, stream: SpdyStream) -> None:
+        """``stream`` is done: it takes no more input and counts no more as full."""
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._full.discard(stream)
+
+    async def flush(self) -> None:
+        """Write whatever the connection has queued (a checkpoint if nothing)."""
+        if not self._conn.has_data_to_send or self._lost:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._send_lock:
+            await self._flush_locked(raise_lost=False)
+
+    # ------------------------------------------------------------------ internals
 
     async def _flush_locked(self, *, raise_lost: bool = True) -> None:
         """Write whatever the connection queued; the caller holds the send lock."""
@@ -606,32 +692,15 @@ class SpdySession:
             return
         self.bytes_out += sum(len(part) for part in parts)
 
-    async def _flush(self) -> None:
-        if not self._conn.has_data_to_send or self._lost:
-            await trio.lowlevel.checkpoint()
-            return
-        async with self._send_lock:
-            await self._flush_locked(raise_lost=False)
-
     def _kick(self) -> None:
         """Ask the flusher task to send what the reader (or a sync call) queued."""
         if not self._flush_wanted:
             self._flush_wanted = True
             self._flush_lot.unpark_all()
 
-    def _reset_stream(self, stream: SpdyStream, status: int) -> None:
-        if not self._lost and self._conn.reset(stream.stream_id, status):
-            self._kick()
-        self._forget(stream)
-
-    def _forget(self, stream: SpdyStream) -> None:
-        if self._streams.get(stream.stream_id) is stream:
-            del self._streams[stream.stream_id]
-        self._full.discard(stream)
-
     def _forget_if_done(self, stream: SpdyStream) -> None:
         if stream._sent_fin and stream._remote_fin:
-            self._forget(stream)
+            self.forget(stream)
 
     def _lose(self, reason: str) -> None:
         if self._lost:
@@ -693,7 +762,7 @@ class SpdySession:
             # As the kubelet does: GOAWAY, then drop the connection (§6.7).
             self._conn.goaway(GoAwayStatus.OK)
             with trio.move_on_after(min(self._close_timeout, 1.0)):
-                await self._flush()
+                await self.flush()
             self._lose(f"protocol error: {exc}")
         except _TRANSPORT_ERRORS as exc:
             self._lose(_lost_reason(exc))
@@ -721,11 +790,6 @@ class SpdySession:
         finally:
             self._paused = False
 
-    def _space_freed(self) -> None:
-        """A consumer took bytes or a stream ended: let a paused reader look again."""
-        if self._paused:
-            self._space.unpark_all()
-
     def _feed(self, data: bytes | bytearray) -> None:
         """Apply one batch of input; no awaits, so a whole socket read costs one task switch."""
         streams = self._streams
@@ -742,18 +806,9 @@ class SpdySession:
             elif isinstance(event, StreamOpened):
                 self._on_opened(event)
             elif isinstance(event, StreamReplied):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.reply_headers = event.headers
-                    if event.fin:
-                        stream._on_data(b"", True)
-                        self._forget_if_done(stream)
-                    stream._replied.set()
+                self._on_replied(event)
             elif isinstance(event, StreamResetReceived):
-                stream = streams.pop(event.stream_id, None)
-                if stream is not None:
-                    self._full.discard(stream)
-                    stream._on_reset(event.status)
+                self._on_reset_received(event)
             elif isinstance(event, PingAcked):
                 done = self._pings.pop(event.ping_id, None)
                 if done is not None:
@@ -763,6 +818,21 @@ class SpdySession:
             # SETTINGS, WINDOW_UPDATE, HEADERS: nothing to do (spdystream ignores them)
         if self._conn.has_data_to_send:
             self._kick()
+
+    def _on_replied(self, event: StreamReplied) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream.reply_headers = event.headers
+            if event.fin:
+                stream._on_data(b"", True)
+                self._forget_if_done(stream)
+            stream._replied.set()
+
+    def _on_reset_received(self, event: StreamResetReceived) -> None:
+        stream = self._streams.pop(event.stream_id, None)
+        if stream is not None:
+            self._full.discard(stream)
+            stream._on_reset(event.status)
 
     def _on_opened(self, event: StreamOpened) -> None:
         if self._refuse_status is not None:

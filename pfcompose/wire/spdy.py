@@ -3,7 +3,7 @@
 Bytes in → events out, calls → bytes out; no sockets, no trio (h11/wsproto
 style). The peers that matter are Go's spdystream (kubectl, client-go, the
 kubelet), so where SPDY/3 and spdystream differ we follow spdystream
-(``wire-protocol.md`` §6, §7, §13):
+(docs/wire-protocol.md §6, §7, §13):
 
 * one zlib context per direction for the whole connection, the SPDY/3
   dictionary, a ``Z_SYNC_FLUSH`` after every header block;
@@ -29,7 +29,7 @@ import enum
 import struct
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -106,7 +106,7 @@ class LocalProtocolError(WireError):
 
 
 class StreamState(enum.Enum):
-    """Where a stream is in its life (SPDY/3 §2.3)."""
+    """Where a stream is in its life (SPDY/3 draft, its §2.3; docs/wire-protocol.md §6.3)."""
 
     OPEN = "open"
     HALF_CLOSED_LOCAL = "half-closed (local)"
@@ -377,6 +377,8 @@ class SpdyConnection:
         self._error: ProtocolError | None = None
         # Parser state: a partial frame header, a partial control frame, or the
         # remainder of a DATA payload being streamed out.
+        self._state = _FRAME_HEAD  # which of _READERS parses the next bytes
+        self._batch = _DataBatch(_NO_EVENTS, None, 0)
         self._head = bytearray()
         self._ctl: bytearray | None = None
         self._ctl_type = 0
@@ -593,197 +595,244 @@ class SpdyConnection:
         return events
 
     def _parse(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:
+        """Run the reader of the current parse state until the input is used up.
+
+        Each reader (``_READERS``, indexed by ``self._state``) takes what it can
+        from ``view[pos:]``, may change the state, and returns the new position:
+        the shape of h11's ``_readers.py``.
+        """
         whole = data if type(data) is bytes else None
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        view = memoryview(data) if whole is not None else memoryview(data).cast("B")
         end = len(view)
+        batch = self._batch  # one per connection: no allocation per read
+        batch.events, batch.whole, batch.end = events, whole, end
+        readers = _READERS
         pos = 0
-        # Payload pieces of consecutive DATA frames of one stream are merged into
-        # one event (one copy, one wake-up) however small the peer's frames are.
-        parts: list[memoryview] = []
-        psid = 0
-        while True:
-            left = self._data_left
-            if left:  # inside a DATA payload: hand the bytes out as they come
-                if pos >= end:
-                    break
-                take = end - pos if end - pos < left else left
-                left -= take
-                self._data_left = left
-                sid = self._data_sid
-                if self._data_deliver and sid in self._streams:
-                    if parts and psid != sid:
-                        self._emit(events, psid, parts, False, whole, end)
-                    psid = sid
-                    parts.append(view[pos : pos + take])
-                    if self._data_fin and not left:
-                        self._emit(events, sid, parts, True, whole, end)
-                        self._remote_fin(sid)
-                pos += take
-                if left:
-                    break
-                continue
-            ctl = self._ctl
-            if ctl is not None:  # completing a control frame that arrived in pieces
-                take = min(self._ctl_len - len(ctl), end - pos)
-                ctl += view[pos : pos + take]
-                pos += take
-                if len(ctl) < self._ctl_len:
-                    break
-                self._ctl = None
-                if parts:
-                    self._emit(events, psid, parts, False, whole, end)
-                self._control(self._ctl_type, self._ctl_flags, memoryview(ctl), events)
-                if self.goaway_received:
-                    break
-                continue
-            head = self._head
-            if head or end - pos < 8:
-                take = min(8 - len(head), end - pos)
-                head += view[pos : pos + take]
-                pos += take
-                if len(head) < 8:
-                    break
-                word0, word1 = _U32x2.unpack(head)
-                head.clear()
-            else:
-                word0, word1 = _U32x2.unpack_from(view, pos)
-                pos += 8
-            flags = word1 >> 24
-            length = word1 & 0xFFFFFF
-            if length > self._max_payload:
-                raise ProtocolError(
-                    f"frame of {length} bytes exceeds the limit of {self._max_payload}"
-                )
-            if word0 & 0x80000000:
-                ftype = word0 & 0xFFFF
-                _check_control_shape(ftype, flags, length)
-                if parts:
-                    self._emit(events, psid, parts, False, whole, end)
-                if end - pos >= length:
-                    self._control(ftype, flags, view[pos : pos + length], events)
-                    pos += length
-                    if self.goaway_received:
-                        break
-                else:
-                    self._ctl_type, self._ctl_flags, self._ctl_len = ftype, flags, length
-                    self._ctl = bytearray(view[pos:end])
-                    break
-            elif length and end - pos >= length:  # a whole DATA frame: the fast path
-                if word0 == 0:
-                    raise ProtocolError("DATA frame with stream id 0")
-                st = self._streams.get(word0)
-                if st is not None and (st.replied or not st.local) and not st.remote_closed:
-                    if parts and psid != word0:
-                        self._emit(events, psid, parts, False, whole, end)
-                    psid = word0
-                    parts.append(view[pos : pos + length])
-                    if flags & FLAG_FIN:
-                        self._emit(events, word0, parts, True, whole, end)
-                        self._remote_fin(word0)
-                pos += length
-            else:
-                if parts and not length:
-                    self._emit(events, psid, parts, False, whole, end)
-                self._start_data(word0, flags, length, events)
-        if parts:
-            self._emit(events, psid, parts, False, whole, end)
+        while pos < end and not self.goaway_received:
+            pos = readers[self._state](self, view, pos, end, batch)
+        batch.flush()
+        batch.events, batch.whole = _NO_EVENTS, None  # hold no reference to this read
 
-    @staticmethod
-    def _emit(
-        events: list[Event],
-        sid: int,
-        parts: list[memoryview],
-        fin: bool,
-        whole: bytes | None,
-        end: int,
-    ) -> None:
-        """One DataReceived for ``parts``; a read that was all payload is passed on uncopied."""
-        if len(parts) == 1:
-            part = parts[0]
-            chunk = whole if whole is not None and len(part) == end else bytes(part)
+    # Per-state readers: (view, pos, end, batch) -> new pos.
+
+    def _read_frame_head(self, view: memoryview, pos: int, end: int, batch: _DataBatch) -> int:
+        """State HEAD: the 8-byte frame header (possibly split across reads)."""
+        head = self._head
+        if not head:
+            pos = self._whole_data_frames(view, pos, end, batch)
+            if pos >= end:
+                return pos
+        if head or end - pos < 8:
+            take = min(8 - len(head), end - pos)
+            head += view[pos : pos + take]
+            pos += take
+            if len(head) < 8:
+                return pos
+            word0, word1 = _U32x2.unpack(head)
+            head.clear()
         else:
-            chunk = b"".join(parts)
-        parts.clear()
-        events.append(DataReceived(sid, chunk, fin))
+            word0, word1 = _U32x2.unpack_from(view, pos)
+            pos += 8
+        flags = word1 >> 24
+        length = word1 & 0xFFFFFF
+        if length > self._max_payload:
+            raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max_payload}")
+        if word0 & 0x80000000:
+            return self._begin_control(word0 & 0xFFFF, flags, length, view, pos, end, batch)
+        return self._begin_data(word0, flags, length, view, pos, end, batch)
 
-    def _start_data(self, sid: int, flags: int, length: int, events: list[Event]) -> None:
+    def _whole_data_frames(
+        self, view: memoryview, pos: int, end: int, batch: _DataBatch
+    ) -> int:
+        """The common case, with locals only: DATA frames with a payload, each whole in
+        this read; returns where the first other thing starts (for the general path,
+        which also raises on anything malformed)."""
+        streams = self._streams
+        parts = batch.parts
+        unpack = _U32x2.unpack_from
+        limit = self._max_payload
+        while end - pos >= 8:
+            sid, word1 = unpack(view, pos)
+            length = word1 & 0xFFFFFF
+            start = pos + 8
+            if sid & 0x80000000 or not sid or not length or length > limit:
+                break  # control frame, stream 0, empty or oversized DATA
+            if end - start < length:
+                break  # a DATA payload that continues in a later read
+            st = streams.get(sid)
+            if st is not None and (st.replied or not st.local) and not st.remote_closed:
+                if parts and batch.sid != sid:
+                    batch.flush()
+                batch.sid = sid
+                parts.append(view[start : start + length])
+                if word1 & 0x01000000:  # FLAG_FIN
+                    batch.flush(True)
+                    self._remote_fin(sid)
+            pos = start + length
+        return pos
+
+    def _begin_control(
+        self, ftype: int, flags: int, length: int, view: memoryview, pos: int, end: int,
+        batch: _DataBatch,
+    ) -> int:  # fmt: skip
+        """After a control frame header: handle the frame if whole, else buffer it."""
+        _check_control_shape(ftype, flags, length)
+        batch.flush()
+        if end - pos >= length:
+            self._control(ftype, flags, view[pos : pos + length], batch.events)
+            return pos + length
+        self._ctl_type, self._ctl_flags, self._ctl_len = ftype, flags, length
+        self._ctl = bytearray(view[pos:end])
+        self._state = _CONTROL_REST
+        return end
+
+    def _read_control_rest(
+        self, view: memoryview, pos: int, end: int, batch: _DataBatch
+    ) -> int:
+        """State CONTROL_REST: the rest of a control frame that arrived in pieces."""
+        ctl = self._ctl
+        assert ctl is not None
+        take = min(self._ctl_len - len(ctl), end - pos)
+        ctl += view[pos : pos + take]
+        pos += take
+        if len(ctl) < self._ctl_len:
+            return pos
+        self._ctl = None
+        self._state = _FRAME_HEAD
+        batch.flush()
+        self._control(self._ctl_type, self._ctl_flags, memoryview(ctl), batch.events)
+        return pos
+
+    def _deliverable(self, sid: int) -> bool:
+        """Whether DATA on ``sid`` is handed out (known, replied if ours, peer not done)."""
+        st = self._streams.get(sid)
+        return st is not None and (st.replied or not st.local) and not st.remote_closed
+
+    def _begin_data(
+        self, sid: int, flags: int, length: int, view: memoryview, pos: int, end: int,
+        batch: _DataBatch,
+    ) -> int:  # fmt: skip
+        """After a DATA frame header: a whole frame is taken at once (the fast path);
+        a longer one is streamed by :meth:`_read_data_rest`."""
         if sid == 0:
             raise ProtocolError("DATA frame with stream id 0")
         fin = bool(flags & FLAG_FIN)
-        st = self._streams.get(sid)
-        deliver = st is not None and (st.replied or not st.local) and not st.remote_closed
+        if length and end - pos >= length:
+            if self._deliverable(sid):
+                batch.add(sid, view[pos : pos + length])
+                if fin:
+                    batch.flush(True)
+                    self._remote_fin(sid)
+            return pos + length
         if length:
-            self._data_sid, self._data_left, self._data_fin, self._data_deliver = (
-                sid,
-                length,
-                fin,
-                deliver,
-            )
-        elif deliver and fin:
-            events.append(DataReceived(sid, b"", True))
+            self._data_sid, self._data_left = sid, length
+            self._data_fin, self._data_deliver = fin, self._deliverable(sid)
+            self._state = _DATA_REST
+            return pos
+        batch.flush()
+        if fin and self._deliverable(sid):
+            batch.events.append(DataReceived(sid, b"", True))
             self._remote_fin(sid)
         # zero-length DATA without FIN: ignored, as spdystream does
+        return pos
+
+    def _read_data_rest(self, view: memoryview, pos: int, end: int, batch: _DataBatch) -> int:
+        """State DATA_REST: a DATA payload handed out piecewise as its bytes arrive."""
+        left = self._data_left
+        take = end - pos if end - pos < left else left
+        left -= take
+        self._data_left = left
+        sid = self._data_sid
+        if self._data_deliver and sid in self._streams:
+            parts = batch.parts  # batch.add, inlined: this runs once per read of a big frame
+            if parts and batch.sid != sid:
+                batch.flush()
+            batch.sid = sid
+            parts.append(view[pos : pos + take])
+            if self._data_fin and not left:
+                batch.flush(True)
+                self._remote_fin(sid)
+        if not left:
+            self._state = _FRAME_HEAD
+        return pos + take
+
+    # Control frames: one handler per type (``_CONTROL_HANDLERS``).
 
     def _control(self, ftype: int, flags: int, payload: memoryview, events: list[Event]) -> None:
+        _CONTROL_HANDLERS[ftype](self, flags, payload, events)
+
+    def _on_syn_stream_frame(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        sid, assoc, prio, _slot = _SYN_STREAM_HEAD.unpack_from(payload, 0)
+        headers = self._headers(payload[10:], _FORBIDDEN_REQUEST)
+        if sid == 0:
+            raise ProtocolError("SYN_STREAM with stream id 0")
+        self._on_syn_stream(sid, assoc, prio >> 5, flags, headers, events)
+
+    def _on_syn_reply(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        (sid,) = _U32.unpack_from(payload, 0)
+        headers = self._headers(payload[4:], _FORBIDDEN_RESPONSE)
+        if sid == 0:
+            raise ProtocolError("stream id 0")
+        st = self._streams.get(sid)
+        if st is None or not st.local or st.replied:
+            return  # unknown, remote or duplicate: ignored (spdystream)
+        st.replied = True
         fin = bool(flags & FLAG_FIN)
-        if ftype == SYN_STREAM:
-            sid, assoc, prio, _slot = _SYN_STREAM_HEAD.unpack_from(payload, 0)
-            headers = self._headers(payload[10:], _FORBIDDEN_REQUEST)
-            if sid == 0:
-                raise ProtocolError("SYN_STREAM with stream id 0")
-            self._on_syn_stream(sid, assoc, prio >> 5, flags, headers, events)
-        elif ftype in (SYN_REPLY, HEADERS):
-            (sid,) = _U32.unpack_from(payload, 0)
-            forbidden = _FORBIDDEN_RESPONSE if ftype == SYN_REPLY or sid % 2 else _FORBIDDEN_REQUEST
-            headers = self._headers(payload[4:], forbidden)
-            if sid == 0:
-                raise ProtocolError("stream id 0")
-            st = self._streams.get(sid)
-            if ftype == SYN_REPLY:
-                if st is None or not st.local or st.replied:
-                    return  # unknown, remote or duplicate: ignored (spdystream)
-                st.replied = True
-                events.append(StreamReplied(sid, headers, fin))
-            else:
-                if st is None or not st.replied:
-                    return
-                events.append(HeadersReceived(sid, headers, fin))
-            if fin:
-                self._remote_fin(sid)
-        elif ftype == RST_STREAM:
-            sid, status = _U32x2.unpack_from(payload, 0)
-            if status == 0:
-                raise ProtocolError("RST_STREAM with status 0")
-            if sid == 0:
-                raise ProtocolError("RST_STREAM with stream id 0")
-            if self._streams.pop(sid, None) is not None:
-                self._remember(sid, StreamState.RESET)
-                events.append(StreamResetReceived(sid, status))
-        elif ftype == SETTINGS:
-            (count,) = _U32.unpack_from(payload, 0)
-            if len(payload) != 4 + 8 * count:
-                raise ProtocolError("SETTINGS length does not match its entry count")
-            entries = []
-            for i in range(count):
-                word, value = _U32x2.unpack_from(payload, 4 + 8 * i)
-                entries.append((word >> 24, word & 0xFFFFFF, value))
-            events.append(SettingsReceived(flags, tuple(entries)))
-        elif ftype == PING:
-            (ping_id,) = _U32.unpack_from(payload, 0)
-            if ping_id == 0:
-                raise ProtocolError("PING with id 0")
-            if ping_id & 1 != self._ping_parity:
-                self._out.append(control_frame(PING, 0, bytes(payload)))
-            elif ping_id in self._pings:
-                self._pings.discard(ping_id)
-                events.append(PingAcked(ping_id))
-        elif ftype == GOAWAY:
-            last, status = _U32x2.unpack_from(payload, 0)
-            self.goaway_received = True
-            events.append(GoAwayReceived(last, status))
-        else:  # WINDOW_UPDATE (the type was checked with the shape)
-            sid, delta = _U32x2.unpack_from(payload, 0)
-            events.append(WindowUpdateReceived(sid, delta & MAX_STREAM_ID))
+        events.append(StreamReplied(sid, headers, fin))
+        if fin:
+            self._remote_fin(sid)
+
+    def _on_headers(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        (sid,) = _U32.unpack_from(payload, 0)
+        headers = self._headers(payload[4:], _FORBIDDEN_RESPONSE if sid % 2 else _FORBIDDEN_REQUEST)
+        if sid == 0:
+            raise ProtocolError("stream id 0")
+        st = self._streams.get(sid)
+        if st is None or not st.replied:
+            return
+        fin = bool(flags & FLAG_FIN)
+        events.append(HeadersReceived(sid, headers, fin))
+        if fin:
+            self._remote_fin(sid)
+
+    def _on_rst_stream(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        sid, status = _U32x2.unpack_from(payload, 0)
+        if status == 0:
+            raise ProtocolError("RST_STREAM with status 0")
+        if sid == 0:
+            raise ProtocolError("RST_STREAM with stream id 0")
+        if self._streams.pop(sid, None) is not None:
+            self._remember(sid, StreamState.RESET)
+            events.append(StreamResetReceived(sid, status))
+
+    def _on_settings(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        (count,) = _U32.unpack_from(payload, 0)
+        if len(payload) != 4 + 8 * count:
+            raise ProtocolError("SETTINGS length does not match its entry count")
+        entries = []
+        for i in range(count):
+            word, value = _U32x2.unpack_from(payload, 4 + 8 * i)
+            entries.append((word >> 24, word & 0xFFFFFF, value))
+        events.append(SettingsReceived(flags, tuple(entries)))
+
+    def _on_ping(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        (ping_id,) = _U32.unpack_from(payload, 0)
+        if ping_id == 0:
+            raise ProtocolError("PING with id 0")
+        if ping_id & 1 != self._ping_parity:
+            self._out.append(control_frame(PING, 0, bytes(payload)))
+        elif ping_id in self._pings:
+            self._pings.discard(ping_id)
+            events.append(PingAcked(ping_id))
+
+    def _on_goaway(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        last, status = _U32x2.unpack_from(payload, 0)
+        self.goaway_received = True
+        events.append(GoAwayReceived(last, status))
+
+    def _on_window_update(self, flags: int, payload: memoryview, events: list[Event]) -> None:
+        sid, delta = _U32x2.unpack_from(payload, 0)
+        events.append(WindowUpdateReceived(sid, delta & MAX_STREAM_ID))
 
     def _headers(self, compressed: memoryview, forbidden: frozenset[str]) -> dict[str, str]:
         return parse_header_block(self._decompressor.decompress(compressed), forbidden)
@@ -809,23 +858,97 @@ class SpdyConnection:
         events.append(StreamOpened(sid, headers, fin, uni, priority, assoc))
 
 
+_Reader = Callable[[SpdyConnection, memoryview, int, int, "_DataBatch"], int]
+_FRAME_HEAD, _CONTROL_REST, _DATA_REST = 0, 1, 2
+"""Parse states: between frames, inside a buffered control frame, inside a DATA payload."""
+_READERS: Final[tuple[_Reader, ...]] = (
+    SpdyConnection._read_frame_head,
+    SpdyConnection._read_control_rest,
+    SpdyConnection._read_data_rest,
+)
+"""The reader of each parse state, indexed by the state."""
+
+_ControlHandler = Callable[[SpdyConnection, int, memoryview, list[Event]], None]
+_CONTROL_HANDLERS: Final[dict[int, _ControlHandler]] = {
+    SYN_STREAM: SpdyConnection._on_syn_stream_frame,
+    SYN_REPLY: SpdyConnection._on_syn_reply,
+    RST_STREAM: SpdyConnection._on_rst_stream,
+    SETTINGS: SpdyConnection._on_settings,
+    PING: SpdyConnection._on_ping,
+    GOAWAY: SpdyConnection._on_goaway,
+    HEADERS: SpdyConnection._on_headers,
+    WINDOW_UPDATE: SpdyConnection._on_window_update,
+}
+"""Control frame type → handler (the type was checked by :func:`_check_control_shape`)."""
+
+
+class _DataBatch:
+    """The DATA pieces of one ``receive_data`` call, merged into as few events as possible.
+
+    Payload pieces of consecutive DATA frames of one stream become one
+    :class:`DataReceived` (one copy, one wake-up) however small the peer's frames.
+    """
+
+    __slots__ = ("end", "events", "parts", "sid", "whole")
+
+    def __init__(self, events: list[Event], whole: bytes | None, end: int) -> None:
+        self.events = events
+        self.whole = whole  # the read itself, when it is bytes: passed on uncopied
+        self.end = end
+        self.parts: list[memoryview] = []
+        self.sid = 0
+
+    def add(self, sid: int, piece: memoryview) -> None:
+        if self.parts and self.sid != sid:
+            self.flush()
+        self.sid = sid
+        self.parts.append(piece)
+
+    def flush(self, fin: bool = False) -> None:
+        """One DataReceived for the pieces held; a read that was all payload is not copied."""
+        parts = self.parts
+        if not parts:
+            return
+        if len(parts) == 1:
+            part = parts[0]
+            whole = self.whole
+            chunk = whole if whole is not None and len(part) == self.end else bytes(part)
+        else:
+            chunk = b"".join(parts)
+        parts.clear()
+        self.events.append(DataReceived(self.sid, chunk, fin))
+
+
+_NO_EVENTS: Final[list[Event]] = []
+"""What the reused batch points at between reads (it never receives events)."""
+
+_SHAPES: Final[dict[int, tuple[int, int | None, bool]]] = {
+    # type: (shortest payload, exact payload or None, flags allowed)
+    SYN_STREAM: (10, None, True),
+    SYN_REPLY: (4, None, True),
+    HEADERS: (4, None, True),
+    SETTINGS: (4, None, True),
+    RST_STREAM: (8, 8, True),
+    GOAWAY: (8, 8, False),
+    WINDOW_UPDATE: (8, 8, False),
+    PING: (4, 4, False),
+}
+
+
 def _check_control_shape(ftype: int, flags: int, length: int) -> None:
     """Reject what spdystream's framer rejects before reading a control payload."""
-    if ftype in (RST_STREAM, GOAWAY, WINDOW_UPDATE):
-        if length != 8:
-            raise ProtocolError(f"control frame type {ftype} must be 8 bytes, not {length}")
-        if flags and ftype != RST_STREAM:
-            raise ProtocolError(f"control frame type {ftype} with flags {flags:#x}")
-    elif ftype == PING:
-        if length != 4:
-            raise ProtocolError(f"PING must be 4 bytes, not {length}")
-        if flags:
-            raise ProtocolError(f"PING with flags {flags:#x}")
-    elif ftype == SYN_STREAM:
-        if length < 10:
-            raise ProtocolError("SYN_STREAM shorter than 10 bytes")
-    elif ftype in (SYN_REPLY, HEADERS, SETTINGS):
-        if length < 4:
-            raise ProtocolError(f"control frame type {ftype} shorter than 4 bytes")
-    else:
+    shape = _SHAPES.get(ftype)
+    if shape is None:
         raise ProtocolError(f"invalid control frame type {ftype}")
+    shortest, exact, flags_allowed = shape
+    name = "PING" if ftype == PING else "SYN_STREAM" if ftype == SYN_STREAM else None
+    if exact is not None and length != exact:
+        what = name or f"control frame type {ftype}"
+        raise ProtocolError(f"{what} must be {exact} bytes, not {length}")
+    if flags and not flags_allowed:
+        what = name or f"control frame type {ftype}"
+        raise ProtocolError(f"{what} with flags {flags:#x}")
+    if length < shortest:
+        if name == "SYN_STREAM":
+            raise ProtocolError("SYN_STREAM shorter than 10 bytes")
+        raise ProtocolError(f"control frame type {ftype} shorter than {shortest} bytes")

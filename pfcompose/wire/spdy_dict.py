@@ -1,4 +1,4 @@
-"""The SPDY/3 header-compression dictionary (spec §6.5.1).
+"""The SPDY/3 header-compression dictionary (docs/wire-protocol.md §6.5.1).
 
 Every header block on a SPDY/3 connection is deflated against this preset
 dictionary; a peer that uses any other (e.g. SPDY/2's) cannot inflate our first

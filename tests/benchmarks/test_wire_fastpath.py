@@ -13,7 +13,7 @@ from wsproto.events import BytesMessage
 
 from pfcompose.wire import masking
 from pfcompose.wire.masking import mask_in_place
-from pfcompose.wire.websocket import Buffer, LaneMasker, binary_frame_parts
+from pfcompose.wire.ws_frames import Buffer, binary_frame_parts
 
 
 def encode_binary_frame(payload: Buffer | list[Buffer], *, mask: bool) -> bytes:
@@ -79,12 +79,30 @@ def test_mask_matches_rfc_example_and_is_an_involution() -> None:
     assert bytes(buf) == b"Hello"
 
 
-def test_lane_masker_rotates_like_wsproto_across_chunks() -> None:
-    key = bytearray(b"\x01\x82\x33\xf4")
+def test_masking_rotates_like_wsproto_across_chunks() -> None:
+    """Our masking of a frame cut in pieces (key rotated per piece) is wsproto's."""
+    from wsproto.frame_protocol import XorMaskerSimple
+
+    key = b"\x01\x82\x33\xf4"
     data = bytes(range(256)) * 3
-    wsproto_masker = LaneMasker.__mro__[1]  # wsproto's own XorMaskerSimple
-    ours, theirs = LaneMasker(bytearray(key)), wsproto_masker(bytearray(key))
+    theirs = XorMaskerSimple(bytearray(key))
     pieces = [data[:5], data[5:6], data[6:300], data[300:]]
-    got = b"".join(bytes(ours.process(bytearray(p))) for p in pieces)
+    got, offset = b"", 0
+    for piece in pieces:
+        turn = offset % 4
+        got += bytes(masking.masked(piece, key[turn:] + key[:turn]))
+        offset += len(piece)
     want = b"".join(bytes(theirs.process(bytearray(p))) for p in pieces)
     assert got == want and got != data
+
+
+def test_wsproto_is_not_patched() -> None:
+    """Importing the WebSocket driver leaves wsproto's masker as wsproto ships it."""
+    probe = (
+        "import pfcompose.wire.websocket, wsproto.frame_protocol as f;"
+        "print(f.XorMaskerSimple.__module__, f.XorMaskerSimple.__qualname__)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wsproto.frame_protocol", "XorMaskerSimple"]

@@ -13,12 +13,12 @@ import pytest
 import trio
 
 from pfcompose import control
-from pfcompose.platform import ipc
 from pfcompose.commands.lifecycle_cmd import parse_since
 from pfcompose.connection import Traffic
 from pfcompose.eventlog import EventLog, EventLogFile, event_from_json, read_log_file
 from pfcompose.events import Event, Kind
 from pfcompose.forward import ForwardStatus, Listening, State
+from pfcompose.platform import ipc
 from pfcompose.portsenv import PortsEnvFile, env_key
 from pfcompose.status import (
     format_bytes,

@@ -12,7 +12,8 @@ import trio
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
 from pfcompose.wire.endpoint import open_transport
-from pfcompose.wire.http import build_request, http_request, http_stream
+from pfcompose.wire.http import http_request, http_stream
+from pfcompose.wire.httpmsg import build_request
 
 STATE: dict[str, Any] = {
     "namespaces": ["shop"],

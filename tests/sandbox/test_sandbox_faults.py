@@ -14,10 +14,9 @@ from pfcompose.sandbox.kubelet import dial_error_text
 from pfcompose.sandbox.server import Sandbox
 from pfcompose.testing import kubectl_port_forward, requires_kubectl, run_kubectl
 from pfcompose.wire.endpoint import open_transport
-from pfcompose.wire.errors import SessionLost, StreamReset
 from pfcompose.wire.http import http_request, http_stream
-from pfcompose.wire.session import SpdySession, SpdyStream, open_session
-from pfcompose.wire.upgrade import upgrade_spdy, upgrade_spdy_over_websocket
+from pfcompose.wire.session import SessionLost, SpdySession, SpdyStream, StreamReset, open_session
+from pfcompose.wire.upgrade_client import upgrade_spdy, upgrade_spdy_over_websocket
 
 STATE: dict[str, Any] = {
     "pods": [

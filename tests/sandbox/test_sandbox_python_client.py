@@ -15,7 +15,7 @@ from pfcompose.sandbox.backends import blob_sha256
 from pfcompose.sandbox.kubelet import dial_error_text
 from pfcompose.sandbox.server import Sandbox
 from pfcompose.wire.endpoint import open_transport
-from pfcompose.wire.upgrade import upgrade_channel_websocket
+from pfcompose.wire.upgrade_client import upgrade_channel_websocket
 
 STATE: dict[str, Any] = {
     "pods": [{"name": "p", "labels": {"app": "p"}, "ports": [

@@ -9,17 +9,16 @@ import trio
 import trio.testing
 from wirehelp import read_request
 
-from pfcompose.wire.channel import (
-    ChannelClient,
+from pfcompose.wire.channel import ChannelClient, ChannelServer
+from pfcompose.wire.channel_codec import (
     ChannelCodec,
-    ChannelServer,
     PortConfirmed,
     PortData,
     PortError,
     port_preamble,
 )
 from pfcompose.wire.errors import ProtocolError
-from pfcompose.wire.upgrade import accept_channel_websocket
+from pfcompose.wire.upgrade_server import accept_channel_websocket
 from pfcompose.wire.websocket import WebSocketConnection
 
 # ---- codec -------------------------------------------------------------------------
@@ -166,7 +165,7 @@ async def test_stalled_port_stops_the_pump() -> None:
 async def test_a_large_data_message_is_handed_on_as_it_arrives() -> None:
     """Half a 1 MiB message is readable before the rest is sent, and the client holds
     about its buffer limit, not the message."""
-    from pfcompose.wire.websocket import binary_frame_parts
+    from pfcompose.wire.ws_frames import binary_frame_parts
 
     c, s = trio.testing.memory_stream_pair()
     client = ChannelClient(WebSocketConnection(c, "client", receive_size=16384), [80],

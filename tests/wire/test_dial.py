@@ -13,12 +13,11 @@ from pfcompose.wire.channel import ChannelServer
 from pfcompose.wire.dial import dial_channel, dial_spdy
 from pfcompose.wire.endpoint import Endpoint
 from pfcompose.wire.errors import UpgradeError
-from pfcompose.wire.upgrade import (
-    UpgradeRejected,
+from pfcompose.wire.handshake import UpgradeRejected, classify_upgrade
+from pfcompose.wire.upgrade_server import (
     accept_channel_websocket,
     accept_spdy,
     accept_spdy_over_websocket,
-    classify_upgrade,
 )
 
 PATH = "/api/v1/namespaces/default/pods/p/portforward"

@@ -7,7 +7,8 @@ import trio.testing
 
 from pfcompose.gotext import go_quote, go_quote_list
 from pfcompose.wire.endpoint import Endpoint
-from pfcompose.wire.http import http_request, http_stream, parse_status
+from pfcompose.wire.http import http_request, http_stream
+from pfcompose.wire.httpmsg import parse_status
 
 EP = Endpoint("::1", 6443, headers=(("Authorization", "Bearer T"),), user_agent="pfcompose/t")
 

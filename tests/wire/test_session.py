@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from pfcompose.wire.errors import SessionLost, StreamOpenTimeout, StreamReset
-from pfcompose.wire.session import SpdySession, SpdyStream, open_session
+from pfcompose.wire.errors import StreamOpenTimeout
+from pfcompose.wire.session import SessionLost, SpdySession, SpdyStream, StreamReset, open_session
 from pfcompose.wire.spdy import RstStatus, SpdyConnection, StreamResetReceived
 
 KINDS = ["memory", "lockstep", "tcp"]

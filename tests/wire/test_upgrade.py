@@ -14,20 +14,24 @@ from wirehelp import PAIRS, read_request
 
 from pfcompose.wire.endpoint import Endpoint
 from pfcompose.wire.errors import ProtocolError, UpgradeError
-from pfcompose.wire.upgrade import (
+from pfcompose.wire.handshake import (
     UpgradeRejected,
-    accept_channel_websocket,
     accept_key,
-    accept_spdy,
-    accept_spdy_over_websocket,
     classify_upgrade,
     negotiate_channel_websocket,
     negotiate_spdy,
     negotiate_spdy_over_websocket,
     parse_port_query,
+)
+from pfcompose.wire.upgrade_client import (
     upgrade_channel_websocket,
     upgrade_spdy,
     upgrade_spdy_over_websocket,
+)
+from pfcompose.wire.upgrade_server import (
+    accept_channel_websocket,
+    accept_spdy,
+    accept_spdy_over_websocket,
 )
 
 PATH = "/api/v1/namespaces/default/pods/mypod/portforward"

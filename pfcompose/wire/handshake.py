@@ -1,18 +1,19 @@
-"""HTTP/1.1 upgrade handshakes of the three port-forward transports, both roles.
+"""Sans-IO HTTP/1.1 upgrade handshakes of the three port-forward transports, both roles.
 
-Client role (§3.1, §3.3, §4.2, §5): ``upgrade_spdy`` (transport A),
-``upgrade_spdy_over_websocket`` (B) and ``upgrade_channel_websocket`` (C) send
-the request on an already connected transport, check the answer as client-go /
-gorilla do, and return the upgraded stream; bytes that arrived glued to the 101
-are kept. A non-101 or a bad handshake raises :class:`UpgradeError`
-(``upgrade_failure=True``: kubectl would fall back from B to A); transport errors
-propagate unchanged. The caller owns and closes the transport on failure.
+No trio and no sockets: h11's types in, h11's types or exact bytes out. The drivers
+are :mod:`.upgrade_client` (send the request, read the answer) and
+:mod:`.upgrade_server` (write the answer).
+
+Client role (docs/wire-protocol.md §3.1, §3.3, §4.2, §5): ``*_request`` build the
+request as kubectl / gorilla write it; ``check_*_101`` check a 101 as client-go and
+gorilla do and return the negotiated protocol; :func:`error_from_response` reads a
+non-101 as client-go does (§3.4). Failures are :class:`UpgradeError`
+(``upgrade_failure=True``: kubectl would fall back from B to A).
 
 Server role (the sandbox's API server + kubelet): the request has already been
-parsed with h11. ``negotiate_*`` are sans-IO — they decide and render the exact
-answer Go would write (status, headers, body texts); ``accept_*`` write it and
-return the upgraded stream, or raise :class:`UpgradeRejected` after writing an
-error answer (then close the transport: the answer was written behind h11's back).
+parsed with h11. ``negotiate_*`` decide and render the exact answer Go would write
+(status, headers, body texts) as an :class:`Answer`; :func:`classify_upgrade` says
+which transport a request asks for.
 """
 
 from __future__ import annotations
@@ -24,27 +25,18 @@ import http
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
-import trio
 
 from pfcompose.gotext import go_quote, go_quote_list
 
-from .endpoint import Endpoint
 from .errors import UpgradeError, WireError
-from .http import (
-    build_request,
-    header_get,
-    header_values,
-    parse_status,
-    read_body,
-    receive_response,
-    send_request,
-)
-from .prefixed import with_prefix
-from .websocket import WebSocketByteStream, WebSocketConnection
+from .httpmsg import build_request, header_get, header_values, parse_status
+
+if TYPE_CHECKING:  # only its fields are read here; the module itself connects
+    from .endpoint import Endpoint
 
 SPDY_31 = "SPDY/3.1"
 PORT_FORWARD_PROTOCOL = "portforward.k8s.io"
@@ -95,25 +87,12 @@ def error_from_response(status: int, body: bytes) -> UpgradeError:
     return UpgradeError(f"unable to upgrade connection: {text}", status=status)
 
 
-async def _client_handshake(
-    transport: trio.abc.Stream, request: h11.Request
-) -> tuple[h11.InformationalResponse, bytes]:
-    """Send ``request``; return the 101 and the bytes read past it, or raise UpgradeError."""
-    conn = h11.Connection(h11.CLIENT)
-    await send_request(conn, transport, request)
-    response = await receive_response(conn, transport)
-    if isinstance(response, h11.Response):
-        body = await read_body(conn, transport, ERROR_BODY_LIMIT)
-        raise error_from_response(response.status_code, body)
-    leftover, _closed = conn.trailing_data
-    return response, bytes(leftover)
-
-
-def _new_key() -> str:
+def new_key() -> str:
+    """A fresh ``Sec-WebSocket-Key`` (16 random bytes, base64)."""
     return base64.b64encode(os.urandom(16)).decode()
 
 
-def _check_websocket_101(response: h11.InformationalResponse, key: str) -> None:
+def check_websocket_101(response: h11.InformationalResponse, key: str) -> None:
     """gorilla's client checks of a 101 (anything wrong is ``ErrBadHandshake``)."""
     headers = response.headers
     if (
@@ -124,7 +103,7 @@ def _check_websocket_101(response: h11.InformationalResponse, key: str) -> None:
         raise UpgradeError("websocket: bad handshake", status=101)
 
 
-def _websocket_headers(key: str, protocols: Sequence[str], sep: str) -> list[tuple[str, str]]:
+def websocket_headers(key: str, protocols: Sequence[str], sep: str) -> list[tuple[str, str]]:
     headers = [
         ("Connection", "Upgrade"),
         ("Upgrade", "websocket"),
@@ -141,24 +120,26 @@ def _websocket_headers(key: str, protocols: Sequence[str], sep: str) -> list[tup
 # ---------------------------------------------------------------------------
 
 
-async def upgrade_spdy(
-    transport: trio.abc.Stream,
+def spdy_request(
     endpoint: Endpoint,
     path: str,
     *,
     method: str = "POST",
     protocols: Sequence[str] = (PORT_FORWARD_PROTOCOL,),
-) -> tuple[trio.abc.Stream, str]:
-    """Transport A: ``Upgrade: SPDY/3.1`` (§3.1); returns (stream, negotiated protocol).
-
-    The 101 must carry ``Connection: upgrade``, ``Upgrade: spdy/3.1`` and echo one of
-    ``protocols`` in ``X-Stream-Protocol-Version`` (client-go ``ForwardPorts``, §13.4).
-    """
+) -> h11.Request:
+    """Transport A's request: ``Upgrade: SPDY/3.1`` offering ``protocols`` (§3.1)."""
     headers = [("Connection", "Upgrade"), ("Upgrade", SPDY_31)]
     headers += [("X-Stream-Protocol-Version", p) for p in protocols]
     length = None if method.upper() in ("GET", "HEAD") else 0
-    request = build_request(endpoint, method, path, headers, content_length=length)
-    response, leftover = await _client_handshake(transport, request)
+    return build_request(endpoint, method, path, headers, content_length=length)
+
+
+def check_spdy_101(response: h11.InformationalResponse, protocols: Sequence[str]) -> str:
+    """The protocol a transport-A 101 chose, checked as client-go does (§3.1, §13.4).
+
+    The 101 must carry ``Connection: upgrade``, ``Upgrade: spdy/3.1`` and echo one of
+    ``protocols`` in ``X-Stream-Protocol-Version``.
+    """
     if not _contains(response.headers, b"connection", "upgrade") or not _contains(
         response.headers, b"upgrade", SPDY_31.lower()
     ):
@@ -174,64 +155,53 @@ async def upgrade_spdy(
             status=101,
             upgrade_failure=False,
         )
-    return with_prefix(transport, leftover), chosen
+    return chosen
 
 
-async def upgrade_spdy_over_websocket(
-    transport: trio.abc.Stream,
-    endpoint: Endpoint,
-    path: str,
-    *,
-    protocols: Sequence[str] = (PORT_FORWARD_PROTOCOL,),
-) -> tuple[WebSocketByteStream, str]:
-    """Transport B: WebSocket GET offering ``SPDY/3.1+<protocol>`` (§4.2).
-
-    Returns the tunnel as a byte stream and the negotiated protocol with the prefix
-    stripped (``portforward.k8s.io``), to be checked like transport A's header.
-    """
-    key = _new_key()
+def tunnel_request(
+    endpoint: Endpoint, path: str, key: str, protocols: Sequence[str] = (PORT_FORWARD_PROTOCOL,)
+) -> h11.Request:
+    """Transport B's request: a WebSocket GET offering ``SPDY/3.1+<protocol>`` (§4.2)."""
     offered = [TUNNEL_PREFIX + p for p in protocols]
-    request = build_request(
-        endpoint,
-        "GET",
-        path,
-        _websocket_headers(key, offered, ", "),
-        endpoint_headers_last=True,
+    return build_request(
+        endpoint, "GET", path, websocket_headers(key, offered, ", "), endpoint_headers_last=True
     )
-    response, leftover = await _client_handshake(transport, request)
-    _check_websocket_101(response, key)
+
+
+def check_tunnel_101(
+    response: h11.InformationalResponse, key: str, protocols: Sequence[str]
+) -> str:
+    """The subprotocol (with its ``SPDY/3.1+`` prefix) a transport-B 101 chose, checked."""
+    check_websocket_101(response, key)
+    offered = [TUNNEL_PREFIX + p for p in protocols]
     chosen = header_get(response.headers, b"sec-websocket-protocol")
     if chosen not in offered:
         raise UpgradeError(
             f"invalid protocol, expected one of {go_quote_list(offered)}, got {go_quote(chosen)}",
             status=101,
         )
-    ws = WebSocketConnection(transport, "client", subprotocol=chosen, initial_data=leftover)
-    return WebSocketByteStream(ws), chosen[len(TUNNEL_PREFIX) :]
+    return chosen
 
 
-async def upgrade_channel_websocket(
-    transport: trio.abc.Stream,
-    endpoint: Endpoint,
-    path_with_query: str,
-    subprotocols: Sequence[str] = (CHANNEL_BINARY,),
-) -> tuple[WebSocketConnection, str]:
-    """Transport C: WebSocket GET ``…/portforward?ports=…`` offering ``subprotocols`` (§5).
-
-    Returns the connection and the negotiated subprotocol; an empty
-    ``Sec-WebSocket-Protocol:`` in the 101 (the kubelet's ``""`` choice) means
-    binary framing and is accepted.
-    """
-    key = _new_key()
-    request = build_request(
+def channel_request(
+    endpoint: Endpoint, path_with_query: str, key: str, subprotocols: Sequence[str]
+) -> h11.Request:
+    """Transport C's request: WebSocket GET ``…/portforward?ports=…`` (§5)."""
+    return build_request(
         endpoint,
         "GET",
         path_with_query,
-        _websocket_headers(key, subprotocols, ","),
+        websocket_headers(key, subprotocols, ","),
         endpoint_headers_last=True,
     )
-    response, leftover = await _client_handshake(transport, request)
-    _check_websocket_101(response, key)
+
+
+def check_channel_101(
+    response: h11.InformationalResponse, key: str, subprotocols: Sequence[str]
+) -> str:
+    """The subprotocol a transport-C 101 chose, checked; an empty
+    ``Sec-WebSocket-Protocol:`` (the kubelet's ``""`` choice) means binary framing."""
+    check_websocket_101(response, key)
     chosen = header_get(response.headers, b"sec-websocket-protocol").strip()
     if chosen and chosen not in subprotocols:
         raise UpgradeError(
@@ -239,12 +209,11 @@ async def upgrade_channel_websocket(
             f"got {go_quote(chosen)}",
             status=101,
         )
-    ws = WebSocketConnection(transport, "client", subprotocol=chosen, initial_data=leftover)
-    return ws, chosen
+    return chosen
 
 
 # ---------------------------------------------------------------------------
-# server role: sans-IO decisions
+# server role
 # ---------------------------------------------------------------------------
 
 
@@ -547,69 +516,3 @@ def classify_upgrade(request: h11.Request) -> UpgradeKind:
             return "spdy-over-websocket"
         return "websocket"
     return "spdy"
-
-
-# ---------------------------------------------------------------------------
-# server role: I/O
-# ---------------------------------------------------------------------------
-
-
-async def _write(transport: trio.abc.Stream, answer: Answer) -> None:
-    await transport.send_all(answer.data)
-    if not answer.accepted:
-        raise UpgradeRejected(answer)
-
-
-async def accept_spdy(
-    request: h11.Request,
-    transport: trio.abc.Stream,
-    trailing_data: bytes = b"",
-    *,
-    protocols: Sequence[str] = (PORT_FORWARD_PROTOCOL,),
-) -> tuple[trio.abc.Stream, str]:
-    """Answer a SPDY upgrade; return (stream for the SPDY server session, protocol).
-
-    ``trailing_data``: ``h11.Connection.trailing_data[0]`` — bytes the client sent
-    after its request (a client may send its first SYN_STREAM right away).
-    """
-    answer = negotiate_spdy(request, protocols)
-    await _write(transport, answer)
-    assert answer.protocol is not None
-    return with_prefix(transport, trailing_data), answer.protocol
-
-
-async def accept_spdy_over_websocket(
-    request: h11.Request,
-    transport: trio.abc.Stream,
-    trailing_data: bytes = b"",
-    *,
-    protocols: Sequence[str] = (PORT_FORWARD_PROTOCOL,),
-) -> tuple[WebSocketByteStream, str]:
-    """Answer a tunnelled-SPDY WebSocket; return (byte stream, protocol without prefix)."""
-    answer = negotiate_spdy_over_websocket(request, protocols)
-    await _write(transport, answer)
-    assert answer.protocol is not None
-    ws = WebSocketConnection(
-        transport, "server", subprotocol=answer.protocol, initial_data=trailing_data
-    )
-    return WebSocketByteStream(ws), answer.protocol[len(TUNNEL_PREFIX) :]
-
-
-async def accept_channel_websocket(
-    request: h11.Request,
-    transport: trio.abc.Stream,
-    trailing_data: bytes = b"",
-    *,
-    supported: Sequence[str] = CHANNEL_PROTOCOLS,
-) -> tuple[WebSocketConnection, str, tuple[int, ...]]:
-    """Answer a channel-protocol WebSocket; return (connection, subprotocol, ports).
-
-    Hand the result to :meth:`pfcompose.wire.channel.ChannelServer.open`.
-    """
-    answer = negotiate_channel_websocket(request, supported)
-    await _write(transport, answer)
-    assert answer.protocol is not None
-    ws = WebSocketConnection(
-        transport, "server", subprotocol=answer.protocol, initial_data=trailing_data
-    )
-    return ws, answer.protocol, answer.ports
