@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pfcompose.lazy import lazy_getattr
+from pfcompose._util.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from pfcompose.config.addresses import AddressError, ListenAddress, parse_addresses

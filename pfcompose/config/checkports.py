@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pfcompose.config.plan import Plan
 from pfcompose.config.problems import Problem, format_path
-from pfcompose.listeners import BoundPort, bind_port_sync
+from pfcompose.up.listeners import BoundPort, bind_port_sync
 
 __all__ = ["check_ports"]
 

@@ -2,7 +2,7 @@
 
 These dataclasses are all the forwarding runtime needs from the configuration.
 They live apart from the pydantic models on purpose: the long-running process
-(:mod:`pfcompose.runtime`, the ``up -d`` daemon) receives a validated plan as JSON
+(:mod:`pfcompose.up.runtime`, the ``up -d`` daemon) receives a validated plan as JSON
 and rebuilds it here without importing pydantic, yaml or the loader (~14 MiB of
 resident memory it would otherwise carry for its whole life).
 """

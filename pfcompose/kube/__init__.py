@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pfcompose.lazy import lazy_getattr
+from pfcompose._util.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from pfcompose.kube.access import AccessMaterial, ClusterAccess, KubeConfigError, load_access

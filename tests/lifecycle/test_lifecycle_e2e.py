@@ -20,7 +20,7 @@ import trio
 from lchelp import echo_through, pf, wait_pid_gone, write_project
 
 from pfcompose import control
-from pfcompose.eventlog import read_log_file
+from pfcompose.daemon.eventlog import read_log_file
 from pfcompose.sandbox.server import Sandbox
 
 TWO = {

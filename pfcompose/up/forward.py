@@ -23,16 +23,6 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from pfcompose.config.spec import ForwardSpec
-from pfcompose.connection import (
-    ConnStats,
-    Outcome,
-    Traffic,
-    forward_over_channel,
-    forward_over_session,
-)
-from pfcompose.connstats import closed_message, peer_of
-from pfcompose.events import Event, EventSink, Kind
-from pfcompose.health import HealthChecker
 from pfcompose.kube import (
     ClusterAccess,
     KubeApiError,
@@ -44,8 +34,18 @@ from pfcompose.kube import (
     pod_query,
     resolve,
 )
-from pfcompose.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
-from pfcompose.permissions import forbidden_line, probe_portforward
+from pfcompose.kube.permissions import forbidden_line, probe_portforward
+from pfcompose.up.connection import (
+    ConnStats,
+    Outcome,
+    Traffic,
+    forward_over_channel,
+    forward_over_session,
+)
+from pfcompose.up.connstats import closed_message, peer_of
+from pfcompose.up.events import Event, EventSink, Kind
+from pfcompose.up.health import HealthChecker
+from pfcompose.up.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
 from pfcompose.wire.dial import dial_spdy, fallback_reason
 from pfcompose.wire.endpoint import Endpoint, tune_socket
 from pfcompose.wire.errors import UpgradeError

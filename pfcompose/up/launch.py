@@ -5,7 +5,7 @@ takes click, pyyaml, pydantic and the kubernetes package; forwarding bytes for
 hours takes trio and this package's wire code. So once the command line has a
 valid plan and an evaluated kubeconfig, it *replaces itself* (``execve``: same
 PID, same terminal, same signals) with a lean interpreter that imports only the
-forwarding modules (:mod:`pfcompose.runtime`): ``python -S`` (no ``site`` hooks)
+forwarding modules (:mod:`pfcompose.up.runtime`): ``python -S`` (no ``site`` hooks)
 given the parent's ``sys.path``, and the plan as JSON on an inherited memory file
 (``memfd``). Re-evaluating credentials later (an exec plugin's token expired, a
 kubeconfig changed) runs the kubernetes package in a short-lived helper process
@@ -80,7 +80,7 @@ class Launch:
 _BOOT = (
     "import sys, os, json; f = os.fdopen(int(sys.argv[1]), 'rb'); d = json.load(f); "
     "f.close(); sys.path[:0] = d.pop('path'); "
-    "from pfcompose.runtime import main; box = [d]; del d; sys.exit(main(box.pop()))"
+    "from pfcompose.up.runtime import main; box = [d]; del d; sys.exit(main(box.pop()))"
 )
 
 

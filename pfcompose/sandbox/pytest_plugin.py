@@ -2,7 +2,7 @@
 
 Use it from a ``conftest.py``::
 
-    pytest_plugins = ["pfcompose.testing"]
+    pytest_plugins = ["pfcompose.sandbox.pytest_plugin"]
 
 Fixtures:
 
@@ -241,7 +241,7 @@ async def run_kubectl(kubeconfig: Path, *args: str, timeout: float = 30.0,
                       ) -> subprocess.CompletedProcess[bytes]:
     """``kubectl --kubeconfig … --cache-dir … ARGS`` with a time limit; never raises on exit≠0.
 
-    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.testing_kubectl`).
+    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.sandbox.testing_kubectl`).
     """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
     try:
@@ -318,7 +318,7 @@ async def kubectl_port_forward(
 
     Readiness = one ``Forwarding from`` line per (port, address) — ``localhost``
     counts twice (127.0.0.1 and ::1). kubectl is killed when the block ends.
-    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.testing_kubectl`).
+    ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.sandbox.testing_kubectl`).
     """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
     cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),

