@@ -93,7 +93,7 @@ def lean_argv(boot: str, *args: str) -> list[str]:
 def import_path() -> list[str]:
     """This process's import path, with this package's root first (an editable
     install is found through a ``site`` hook the lean process does not run)."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding pfcompose/
     return [root, *(entry for entry in sys.path if entry != root)]
 
 
