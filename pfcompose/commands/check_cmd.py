@@ -66,7 +66,8 @@ def run_check(plan: Plan, kubeconfig: str | None, context: str | None, *,
 async def _check_all(plan: Plan, kubeconfig: str | None, context: str | None,
                      show: Any) -> list[ForwardCheck]:
     from pfcompose.kube import KubeApiError, KubeClient, KubeConfigError, KubeConnectionError
-    from pfcompose.kube.access import ClusterAccess, chosen_context, load_access
+    from pfcompose.kube.access import ClusterAccess, chosen_context
+    from pfcompose.kube.kubeconfig import load_access
     from pfcompose.kube.permissions import ForwardCheck, check_forward, server_version
 
     accesses: dict[str | None, ClusterAccess | str] = {}

@@ -142,7 +142,7 @@ def format_duration(seconds: float | None) -> str:
 
 
 def join_host_port(host: str, port: int) -> str:
-    """Go's ``net.JoinHostPort`` (as listeners.py): IPv6 literals in brackets."""
+    """Go's ``net.JoinHostPort`` (as config/listen.py): IPv6 literals in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

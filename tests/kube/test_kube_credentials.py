@@ -19,9 +19,9 @@ import pytest
 import trio
 import yaml
 
-from pfcompose.kube.access import KubeConfigError, load_access_sync
+from pfcompose.kube.access import KubeConfigError
 from pfcompose.kube.client import KubeClient
-from pfcompose.kube.kubeconfig import evaluate
+from pfcompose.kube.kubeconfig import evaluate, load_access_sync
 from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, requires_kubectl, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State

@@ -20,7 +20,7 @@ from uphelp import echo_round_trip, local_port, running_up
 
 from pfcompose.config import ForwardSpec
 from pfcompose.kube import ClusterAccess
-from pfcompose.kube.access import load_access_sync
+from pfcompose.kube.kubeconfig import load_access_sync
 from pfcompose.sandbox.kubeconfig import kubeconfig_dict
 from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
