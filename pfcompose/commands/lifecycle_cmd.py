@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from pfcompose.config import Plan
-    from pfcompose.daemon.control import Connection, ProjectPaths
+    from pfcompose.daemon.control import ControlClient, ProjectPaths
 
 __all__ = [
     "LifecycleOptions",
@@ -527,7 +527,7 @@ def up_detached(
     )
 
     async def start() -> tuple[dict[str, Any], dict[str, Any] | None]:
-        conn: Connection | None = None
+        conn: ControlClient | None = None
         spawned = False
         for _ in range(2):  # a second `up -d` racing us may win the start: then reconcile
             try:

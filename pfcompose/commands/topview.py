@@ -35,7 +35,7 @@ from pfcompose.up.connstats import format_seconds
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from pfcompose.daemon.control import Connection, ProjectPaths
+    from pfcompose.daemon.control import ControlClient, ProjectPaths
 
 __all__ = [
     "MAX_FPS",
@@ -336,7 +336,7 @@ def plain_lines(model: TopModel) -> list[str]:
 # -- talking to the project --------------------------------------------------------------------
 
 
-async def connect_project(project: str) -> tuple[Connection, ProjectPaths, str]:
+async def connect_project(project: str) -> tuple[ControlClient, ProjectPaths, str]:
     """The daemon's channel, else a foreground ``up``'s; NotRunning if neither answers."""
     from pfcompose.daemon.control import NotRunning, call, connect, foreground_paths, project_paths
 
