@@ -198,3 +198,20 @@ def test_nothing_outside_the_sandbox_imports_it() -> None:
         if _in(dep, "pfcompose.sandbox")
     )
     assert wrong == []
+
+
+def test_up_shares_only_three_daemon_modules() -> None:
+    """The foreground runtime uses the daemon's ``ps`` record, event log file and control
+    socket (for ``top``); nothing else of ``daemon/`` (the daemon imports ``up/``)."""
+    shared = {"pfcompose.daemon.status", "pfcompose.daemon.eventlog", "pfcompose.daemon.control"}
+    wrong = sorted(
+        f"{name} imports {dep}"
+        for name, deps in GRAPH.items()
+        if _in(name, "pfcompose.up")
+        for dep in deps
+        if _in(dep, "pfcompose.daemon") and dep not in shared
+    )
+    assert wrong == []
+    assert "pfcompose.daemon.server" in {
+        dep for name, deps in GRAPH.items() if _in(name, "pfcompose.commands") for dep in deps
+    }
