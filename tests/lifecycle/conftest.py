@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pfcompose import control
+from pfcompose.daemon import control
 from pfcompose.sandbox.pytest_plugin import sandbox, sandbox_state
 
 __all__ = ["sandbox", "sandbox_state"]

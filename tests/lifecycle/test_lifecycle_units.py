@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import trio
 
-from pfcompose import control
 from pfcompose.commands.lifecycle_cmd import parse_since
+from pfcompose.daemon import control
 from pfcompose.daemon.eventlog import EventLog, EventLogFile, event_from_json, read_log_file
 from pfcompose.daemon.status import (
     format_bytes,

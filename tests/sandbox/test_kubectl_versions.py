@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from pfcompose import testing_kubectl
+from pfcompose.sandbox import testing_kubectl
 from pfcompose.sandbox.pytest_plugin import kubectl_port_forward, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
