@@ -215,3 +215,15 @@ def test_up_shares_only_three_daemon_modules() -> None:
     assert "pfcompose.daemon.server" in {
         dep for name, deps in GRAPH.items() if _in(name, "pfcompose.commands") for dep in deps
     }
+
+
+def test_the_user_facing_names_survive_the_moves() -> None:
+    """``pytest_plugins = ["pfcompose.testing"]`` still gets the plugin's fixtures."""
+    import pfcompose.sandbox.pytest_plugin as plugin
+    import pfcompose.sandbox.testing_kubectl as fetch
+    import pfcompose.testing as testing
+    import pfcompose.testing_kubectl as testing_kubectl
+
+    assert set(plugin.__all__) <= set(dir(testing))
+    assert testing.sandbox is plugin.sandbox and testing.sandbox_state is plugin.sandbox_state
+    assert testing_kubectl.fetch_kubectl is fetch.fetch_kubectl
