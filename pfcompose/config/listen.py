@@ -1,4 +1,4 @@
-"""Listening on a forward's addresses with client-go's exact semantics (wire-protocol.md §11.1).
+"""Local listeners with client-go's exact semantics (docs/wire-protocol.md §11.1).
 
 For each port, every listen address is tried. The port *fails* when every
 ``all``-mode address failed (and there was one) or when any ``any``-mode address

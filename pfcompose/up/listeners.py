@@ -1,6 +1,6 @@
 """Local listeners for ``up``: the listen core (:mod:`pfcompose.config.listen`) on trio.
 
-The semantics (client-go's, wire-protocol.md §11.1) and Go's error texts live in the
+The semantics (client-go's, docs/wire-protocol.md §11.1) and Go's error texts live in the
 core, shared with ``config --check-ports``; this module hands the bound sockets to
 trio and sets the reset-on-close a broken connection needs.
 """
