@@ -1,6 +1,6 @@
 """``python -m benchmarks.kubectl_matrix``: kubectl 1.28 … 1.37 against the sandbox.
 
-For each layer package (pfcompose.testing_kubectl) it runs, against a fresh
+For each layer package (pfcompose.sandbox.testing_kubectl) it runs, against a fresh
 in-process sandbox, ``kubectl get`` / ``describe`` of the port-forward targets,
 ``kubectl wait`` / ``rollout status`` (what scripts run before a forward) and
 ``kubectl port-forward`` to pod/, svc/ and deploy/ once over SPDY
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import trio
 
+from pfcompose.sandbox.pytest_plugin import kubectl_port_forward, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import kubectl_port_forward, run_kubectl
-from pfcompose.testing_kubectl import (
+from pfcompose.sandbox.testing_kubectl import (
     LAYER_VERSIONS,
     KubectlFetchError,
     client_version,

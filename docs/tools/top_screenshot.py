@@ -15,7 +15,7 @@ import sys
 import trio
 from rich.console import Console
 
-from pfcompose.topview import TopModel, connect_project, render_screen
+from pfcompose.commands.topview import TopModel, connect_project, render_screen
 
 WIDTH = 132
 FONT = "DejaVu Sans Mono"

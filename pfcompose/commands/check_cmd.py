@@ -2,7 +2,7 @@
 
 One line per forward, as each answer comes: ``NAME: allowed`` or ``NAME: missing:
 create pods/portforward in namespace shop`` (every missing rule, ``; ``-joined). What
-is asked per transport and target: :mod:`pfcompose.permissions`. ``up --check`` runs
+is asked per transport and target: :mod:`pfcompose.kube.permissions`. ``up --check`` runs
 the same before starting.
 """
 
@@ -19,7 +19,7 @@ from pfcompose.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from pfcompose.config import Plan
-    from pfcompose.permissions import ForwardCheck
+    from pfcompose.kube.permissions import ForwardCheck
 
 __all__ = ["check", "run_check"]
 
@@ -66,8 +66,9 @@ def run_check(plan: Plan, kubeconfig: str | None, context: str | None, *,
 async def _check_all(plan: Plan, kubeconfig: str | None, context: str | None,
                      show: Any) -> list[ForwardCheck]:
     from pfcompose.kube import KubeApiError, KubeClient, KubeConfigError, KubeConnectionError
-    from pfcompose.kube.access import ClusterAccess, chosen_context, load_access
-    from pfcompose.permissions import ForwardCheck, check_forward, server_version
+    from pfcompose.kube.access import ClusterAccess, chosen_context
+    from pfcompose.kube.kubeconfig import load_access
+    from pfcompose.kube.permissions import ForwardCheck, check_forward, server_version
 
     accesses: dict[str | None, ClusterAccess | str] = {}
     versions: dict[str | None, tuple[int, int] | None] = {}

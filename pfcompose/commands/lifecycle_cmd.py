@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from pfcompose.config import Plan
-    from pfcompose.control import Connection, ProjectPaths
+    from pfcompose.daemon.control import ControlClient, ProjectPaths
 
 __all__ = [
     "LifecycleOptions",
@@ -79,7 +79,7 @@ def complete_forward_names(
 def _project_paths(plan_kwargs: dict[str, Any]) -> ProjectPaths:
     """``-p NAME`` alone names the project; otherwise the file (as ``up`` reads it) does."""
     from pfcompose.config.discovery import normalize_project_name
-    from pfcompose.control import ControlError, project_paths
+    from pfcompose.daemon.control import ControlError, project_paths
 
     name = plan_kwargs.get("project_name")
     try:
@@ -99,7 +99,7 @@ def _run_async(fn: Callable[..., Any], *args: Any) -> Any:
     """trio.run with the channel's one-line errors (but NotRunning) turned into exit 1."""
     import trio
 
-    from pfcompose.control import ControlError, NotRunning
+    from pfcompose.daemon.control import ControlError, NotRunning
 
     try:
         return trio.run(fn, *args)
@@ -138,13 +138,13 @@ def ps(names: Sequence[str], fmt: str, **plan_kwargs: Any) -> None:
     The state is what the supervisor measured (a session answering pings is
     "ready"), not a probe of the local port.
     """
-    from pfcompose.control import NotRunning, call
-    from pfcompose.status import render
+    from pfcompose.daemon.control import NotRunning, call
+    from pfcompose.daemon.status import render
 
     paths = _project_paths(plan_kwargs)
 
     async def query() -> Any:
-        from pfcompose.control import foreground_paths
+        from pfcompose.daemon.control import foreground_paths
 
         try:
             return await call(paths, "ps", names=list(names))
@@ -194,7 +194,7 @@ class _LogPrinter:
     def __init__(
         self, names: Sequence[str], timestamps: bool, colour: bool | None, ends: bool = False
     ) -> None:
-        from pfcompose.ui import TerminalSink
+        from pfcompose.up.ui import TerminalSink
 
         self._sink = TerminalSink(
             names, out=sys.stdout, err=sys.stdout, colour=colour, connection_ends=ends
@@ -204,7 +204,7 @@ class _LogPrinter:
     def __call__(self, record: dict[str, Any]) -> None:
         import dataclasses
 
-        from pfcompose.eventlog import event_from_json
+        from pfcompose.daemon.eventlog import event_from_json
 
         event = event_from_json(record)
         if self._timestamps:
@@ -252,8 +252,8 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
     file (JSON lines, rotated by size), so the history of a stopped project is still
     there.
     """
-    from pfcompose.control import NotRunning, connect
-    from pfcompose.eventlog import matches, read_log_file
+    from pfcompose.daemon.control import NotRunning, connect
+    from pfcompose.daemon.eventlog import matches, read_log_file
 
     paths = _project_paths(plan_kwargs)
     since_time = parse_since(since) if since else None
@@ -317,7 +317,7 @@ def down(names: Sequence[str], **plan_kwargs: Any) -> None:
     Listeners close, open connections get up to 2 s to finish, sessions close; with
     no FORWARD the daemon exits. Nothing running is not an error.
     """
-    from pfcompose.control import NotRunning, call
+    from pfcompose.daemon.control import NotRunning, call
 
     paths = _project_paths(plan_kwargs)
 
@@ -343,7 +343,7 @@ def restart(names: Sequence[str], **plan_kwargs: Any) -> None:
 
     To apply changes made to the file, run `pfcompose up -d` again instead.
     """
-    from pfcompose.control import NotRunning, connect
+    from pfcompose.daemon.control import NotRunning, connect
 
     paths = _project_paths(plan_kwargs)
 
@@ -372,7 +372,7 @@ def restart(names: Sequence[str], **plan_kwargs: Any) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only the project names.")
 def ls(fmt: str, quiet: bool) -> None:
     """List the running projects: name, forward count, daemon pid and files."""
-    from pfcompose.control import ControlError, call, list_projects
+    from pfcompose.daemon.control import ControlError, call, list_projects
 
     async def gather() -> list[dict[str, Any]]:
         found = []
@@ -509,10 +509,10 @@ def up_detached(
 ) -> ExitCode:
     """Start the project's daemon, or reconcile the running one; print the table."""
     from pfcompose.commands.common import evaluate_access
-    from pfcompose.control import ControlError, NotRunning, connect, project_paths
-    from pfcompose.daemon import spawn
-    from pfcompose.launch import Launch
-    from pfcompose.status import render
+    from pfcompose.daemon.control import ControlError, NotRunning, connect, project_paths
+    from pfcompose.daemon.server import spawn
+    from pfcompose.daemon.status import render
+    from pfcompose.up.launch import Launch
 
     kubeconfig = str(Path(kubeconfig).resolve()) if kubeconfig else None
     paths = project_paths(plan.name)
@@ -527,7 +527,7 @@ def up_detached(
     )
 
     async def start() -> tuple[dict[str, Any], dict[str, Any] | None]:
-        conn: Connection | None = None
+        conn: ControlClient | None = None
         spawned = False
         for _ in range(2):  # a second `up -d` racing us may win the start: then reconcile
             try:
@@ -568,7 +568,7 @@ def up_detached(
     records = state["forwards"]
     render(records, "json" if as_json else "table", sys.stdout)
     if wait and not state["satisfied"]:
-        from pfcompose.status import is_ready, not_ready_line
+        from pfcompose.daemon.status import is_ready, not_ready_line
 
         for record in records:
             if record["state"] == "ready" and not is_ready(record):  # a health check said no

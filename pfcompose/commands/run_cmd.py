@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     import trio
 
     from pfcompose.config import Plan
-    from pfcompose.events import Event
-    from pfcompose.supervisor import Supervisor
+    from pfcompose.up.events import Event
+    from pfcompose.up.supervisor import Supervisor
 
 __all__ = ["port", "run", "wait"]
 
@@ -117,7 +117,7 @@ def _daemon_forwards(plan: Plan) -> dict[str, dict[str, Any]]:
     """The plan's forwards the project's daemon runs now (by name), as ``ps`` records."""
     import trio
 
-    from pfcompose.control import ControlError, call, project_paths
+    from pfcompose.daemon.control import ControlError, call, project_paths
 
     async def ask() -> Any:
         return await call(project_paths(plan.name), "ps")
@@ -135,7 +135,7 @@ def _daemon_forwards(plan: Plan) -> dict[str, dict[str, Any]]:
 
 def _quiet(event: Event) -> bool:
     """What ``run`` prints without --verbose: failures, reconnects, unhealthy checks."""
-    from pfcompose.events import Kind
+    from pfcompose.up.events import Kind
 
     if event.is_error:
         return True
@@ -157,7 +157,7 @@ class _Runner:
     def _sink(self, names: Sequence[str]) -> Any:
         import trio
 
-        from pfcompose.ui import TerminalSink
+        from pfcompose.up.ui import TerminalSink
 
         terminal = TerminalSink(names, out=sys.stderr, err=sys.stderr, quiet_connections=True)
         self._changed = trio.Event()
@@ -175,9 +175,9 @@ class _Runner:
         import trio
 
         from pfcompose.kube.cache import evaluate_in_thread
-        from pfcompose.launch import Launch
-        from pfcompose.runtime import forward_access
-        from pfcompose.supervisor import Supervisor
+        from pfcompose.up.launch import Launch
+        from pfcompose.up.runtime import forward_access
+        from pfcompose.up.supervisor import Supervisor
 
         emit = self._sink(list(self.plan.forwards))
         launch = Launch(self.plan, kubeconfig=kubeconfig, context=context, materials=materials)
@@ -214,7 +214,7 @@ class _Runner:
         await self._changed.wait()
 
     def _records(self, supervisor: Supervisor | None) -> list[dict[str, Any]]:
-        from pfcompose.status import status_record
+        from pfcompose.daemon.status import status_record
 
         if supervisor is None:
             return []
@@ -224,7 +224,7 @@ class _Runner:
     async def _wait_then_run(self, supervisor: Supervisor | None) -> int:
         import trio
 
-        from pfcompose.status import gave_up, is_ready, not_ready_line
+        from pfcompose.daemon.status import gave_up, is_ready, not_ready_line
 
         deadline = time.monotonic() + self.wait_timeout
         records = self._records(supervisor)
@@ -254,7 +254,7 @@ class _Runner:
         """The reused forwards once the daemon says they are ready (or the time is up)."""
         if not self.reused:
             return []
-        from pfcompose.control import ControlError, call, project_paths
+        from pfcompose.daemon.control import ControlError, call, project_paths
 
         try:
             state = await call(project_paths(self.plan.name), "wait", until="ready",
@@ -316,7 +316,7 @@ def _deliver(process: trio.Process, signum: int, own_group: bool) -> None:
 
 
 def _environment(records: Sequence[dict[str, Any]]) -> dict[str, str]:
-    from pfcompose.health import forward_environment
+    from pfcompose.up.health import forward_environment
 
     env: dict[str, str] = {}
     for record in records:
@@ -338,8 +338,8 @@ def port(forward: str, remote: str, **plan_kwargs: Any) -> None:
     mapping."""
     import trio
 
-    from pfcompose.control import ControlError, call
-    from pfcompose.status import join_host_port
+    from pfcompose.daemon.control import ControlError, call
+    from pfcompose.daemon.status import join_host_port
 
     paths = _project_paths(plan_kwargs)
 
@@ -373,8 +373,8 @@ def wait(names: Sequence[str], timeout: float, **plan_kwargs: Any) -> None:
     failed or is unhealthy), or if the project is not running."""
     import trio
 
-    from pfcompose.control import ControlError, call
-    from pfcompose.status import is_ready, not_ready_line
+    from pfcompose.daemon.control import ControlError, call
+    from pfcompose.daemon.status import is_ready, not_ready_line
 
     paths = _project_paths(plan_kwargs)
 

@@ -1,7 +1,7 @@
 """``pfcompose sandbox``: run the emulated cluster until Ctrl-C.
 
 Prints where it listens and where the kubeconfig is, flushed at once, so a script
-(or ``pfcompose.testing``) can wait for those lines instead of sleeping.
+(or ``pfcompose.sandbox.pytest_plugin``) can wait for those lines instead of sleeping.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import click
 import trio
 
 from pfcompose.exitcodes import ExitCode
-from pfcompose.resources import keep_freed_buffers
 from pfcompose.sandbox.state import State, StateError
+from pfcompose.up.resources import keep_freed_buffers
 
 __all__ = ["sandbox"]
 

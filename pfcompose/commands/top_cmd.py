@@ -36,8 +36,8 @@ def top(names: Sequence[str], as_json: bool, count: int | None, **plan_kwargs: A
     """
     import trio
 
-    from pfcompose.control import ControlError, NotRunning
-    from pfcompose.topview import run_tty
+    from pfcompose.commands.topview import run_tty
+    from pfcompose.daemon.control import ControlError, NotRunning
 
     project = _project_paths(plan_kwargs).project
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not as_json and count is None
@@ -62,7 +62,7 @@ def top(names: Sequence[str], as_json: bool, count: int | None, **plan_kwargs: A
 
 
 async def _plain(project: str, names: list[str], as_json: bool, count: int | None) -> None:
-    from pfcompose.topview import run_plain
+    from pfcompose.commands.topview import run_plain
 
     await run_plain(project, names, sys.stdout, as_json=as_json, count=count)
 

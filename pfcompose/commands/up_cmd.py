@@ -1,7 +1,7 @@
 """``pfcompose up``: validate the file, then run every active forward until stopped.
 
 The command line validates and evaluates the kubeconfig here, then hands the plan
-to :mod:`pfcompose.runtime` — by replacing this process with the lean runtime when
+to :mod:`pfcompose.up.runtime` — by replacing this process with the lean runtime when
 it was started as the ``pfcompose`` command, in-process otherwise (tests,
 ``--sandbox``, ``PFCOMPOSE_LEAN=0``).
 """
@@ -28,8 +28,8 @@ from pfcompose.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from pfcompose.config.spec import ForwardSpec
-    from pfcompose.launch import Launch
-    from pfcompose.runtime import Main
+    from pfcompose.up.launch import Launch
+    from pfcompose.up.runtime import Main
 
 __all__ = ["LEAN_VARIABLE", "up"]
 
@@ -74,7 +74,7 @@ def up(
     Exit status: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when no forward could run,
     2 for configuration errors.
     """
-    from pfcompose.launch import CAN_EXEC, Launch, exec_lean
+    from pfcompose.up.launch import CAN_EXEC, Launch, exec_lean
 
     lifecycle = LifecycleOptions.pop(plan_kwargs)
     plan = plan_from_options(selected=names, **plan_kwargs)
@@ -104,13 +104,13 @@ def up(
     )
     # -- end lifecycle ------------------------------------------------------------------
     if sandbox:
-        from pfcompose.runtime import run
+        from pfcompose.up.runtime import run
 
         raise click.exceptions.Exit(run(launch, main=_sandboxed(launch), extra_names=["sandbox"]))
     launch = replace(launch, materials=evaluate_access(plan, kubeconfig, context))
     if CAN_EXEC and cli.process_entry() and os.environ.get(LEAN_VARIABLE, "1") != "0":
         exec_lean(launch)  # no return: this process becomes the runtime
-    from pfcompose.runtime import run
+    from pfcompose.up.runtime import run
 
     raise click.exceptions.Exit(run(launch))
 
@@ -133,11 +133,11 @@ def _metrics_option(text: str) -> str:
 
 def _sandboxed(launch: Launch) -> Main:
     """``--sandbox``: serve the file's targets from an in-process sandbox, forward through it."""
-    from pfcompose.events import Event, EventSink, Kind
     from pfcompose.kube import ClusterAccess, load_access
-    from pfcompose.runtime import OutputClosed, supervise
     from pfcompose.sandbox.server import run_sandbox
     from pfcompose.sandbox.state import state_from_plan
+    from pfcompose.up.events import Event, EventSink, Kind
+    from pfcompose.up.runtime import OutputClosed, supervise
 
     plan = launch.plan
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pfcompose.lazy import lazy_getattr
+from pfcompose._util.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from pfcompose.config.addresses import AddressError, ListenAddress, parse_addresses
@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from pfcompose.config.problems import ConfigErrors, Problem
     from pfcompose.config.selector import Requirement, SelectorError, matches, parse_selector
     from pfcompose.config.spec import ForwardSpec, Plan, ReconnectPolicy
+    from pfcompose.config.target import (
+        PodTarget,
+        SelectorTarget,
+        ServiceTarget,
+        Target,
+        WorkloadTarget,
+    )
 
 _WHERE = {
     "AddressError": "addresses",
@@ -30,6 +37,11 @@ _WHERE = {
     "ForwardSpec": "spec",
     "Plan": "spec",
     "ReconnectPolicy": "spec",
+    "PodTarget": "target",
+    "SelectorTarget": "target",
+    "ServiceTarget": "target",
+    "Target": "target",
+    "WorkloadTarget": "target",
     "PortMap": "ports",
     "PortSpecError": "ports",
     "parse_port": "ports",
@@ -48,12 +60,17 @@ __all__ = [
     "ForwardSpec",
     "ListenAddress",
     "Plan",
+    "PodTarget",
     "PortMap",
     "PortSpecError",
     "Problem",
     "ReconnectPolicy",
     "Requirement",
     "SelectorError",
+    "SelectorTarget",
+    "ServiceTarget",
+    "Target",
+    "WorkloadTarget",
     "load_plan",
     "matches",
     "parse_addresses",

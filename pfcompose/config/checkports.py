@@ -8,9 +8,9 @@ worded as Go words them, so the line matches what ``kubectl port-forward`` print
 
 from __future__ import annotations
 
+from pfcompose.config.listen import BoundPort, bind_port_sync
 from pfcompose.config.plan import Plan
 from pfcompose.config.problems import Problem, format_path
-from pfcompose.listeners import BoundPort, bind_port_sync
 
 __all__ = ["check_ports"]
 

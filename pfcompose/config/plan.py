@@ -30,6 +30,7 @@ from pfcompose.config.selector import (
     selector_from_labels,
 )
 from pfcompose.config.spec import ForwardSpec, Plan, ReconnectPolicy
+from pfcompose.config.target import PodTarget, SelectorTarget, ServiceTarget, WorkloadTarget
 from pfcompose.config.yamlsource import Node, Scalar, find
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "find_conflicts",
     "forward_warnings",
     "normalize_target",
+    "parse_target",
 ]
 
 DEFAULT_ADDRESSES = ("localhost",)
@@ -62,6 +64,12 @@ _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def normalize_target(target: str) -> str:
     """``svc/x`` → ``service/x``, ``x`` → ``pod/x``; raises ValueError naming the problem."""
+    return str(parse_target(target))
+
+
+def parse_target(target: str) -> PodTarget | ServiceTarget | WorkloadTarget:
+    """The file's target (``svc/x``, ``deploy/x``, a bare pod name …) as its type;
+    raises ValueError naming the problem."""
     kind, slash, name = target.partition("/")
     if not slash:
         kind, name = "pod", target
@@ -75,7 +83,12 @@ def normalize_target(target: str) -> str:
             f'invalid name "{name}": lowercase letters, digits, "-" and ".", '
             "starting and ending with a letter or digit"
         )
-    return f"{_KINDS[kind]}/{name}"
+    kind = _KINDS[kind]
+    if kind == "pod":
+        return PodTarget(name)
+    if kind == "service":
+        return ServiceTarget(name)
+    return WorkloadTarget(kind, name)
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,7 @@ def build_forward(
     def setting(key: str) -> tuple[Any, _Origin]:
         return _setting(key, fwd, here, defaults, base)
 
-    target: str | None = None
+    target: PodTarget | ServiceTarget | WorkloadTarget | None = None
     selector: str | None = None
     if skip & {"target", "selector"}:
         pass
@@ -164,7 +177,7 @@ def build_forward(
                                    "a forward needs a target or a selector"))
     elif fwd.target is not None:
         try:
-            target = normalize_target(fwd.target)
+            target = parse_target(fwd.target)
         except ValueError as exc:
             problems.append(here.child("target").problem(str(exc)))
     else:
@@ -225,8 +238,7 @@ def build_forward(
         return None, problems
     spec = ForwardSpec(
         name=name,
-        target=target,
-        selector=selector,
+        to=target if target is not None else SelectorTarget(selector or ""),
         context=_empty_is_none(context),
         namespace=namespace,
         ports=tuple(site.port for site in ports),

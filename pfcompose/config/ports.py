@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pfcompose.gotext import go_quote
+from pfcompose._util.gotext import go_quote
 
 __all__ = ["PortMap", "PortSpecError", "parse_port", "parse_uint16"]
 

@@ -2,7 +2,7 @@
 
 These dataclasses are all the forwarding runtime needs from the configuration.
 They live apart from the pydantic models on purpose: the long-running process
-(:mod:`pfcompose.runtime`, the ``up -d`` daemon) receives a validated plan as JSON
+(:mod:`pfcompose.up.runtime`, the ``up -d`` daemon) receives a validated plan as JSON
 and rebuilds it here without importing pydantic, yaml or the loader (~14 MiB of
 resident memory it would otherwise carry for its whole life).
 """
@@ -18,6 +18,7 @@ from pfcompose.config.addresses import ListenAddress
 from pfcompose.config.healthspec import HealthSpec, health_from_json, health_to_json
 from pfcompose.config.ports import PortMap
 from pfcompose.config.problems import Problem
+from pfcompose.config.target import PodTarget, SelectorTarget, Target, target_from_text
 
 __all__ = [
     "ForwardSpec",
@@ -45,8 +46,7 @@ class ReconnectPolicy:
 @dataclass(frozen=True)
 class ForwardSpec:
     name: str
-    target: str | None  # "pod/x", "service/x", "deployment/x", "statefulset/x", "replicaset/x"
-    selector: str | None  # normalised, e.g. "app=api,tier in (edge,web)"
+    to: Target  # PodTarget, ServiceTarget, WorkloadTarget or SelectorTarget (config/target.py)
     context: str | None  # None = kubeconfig current-context
     namespace: str | None  # None = the context's namespace, else "default"
     ports: tuple[PortMap, ...]
@@ -59,6 +59,21 @@ class ForwardSpec:
     quiet_connections: bool
     context_is_own: bool = False  # set in the forward itself: wins over --context
     health: HealthSpec | None = None  # healthcheck: (the forward's, else defaults')
+
+    @property
+    def target(self) -> str | None:
+        """The target's text (``pod/x``, ``service/x``, ``deployment/x`` …); None for a selector."""
+        return None if isinstance(self.to, SelectorTarget) else str(self.to)
+
+    @property
+    def selector(self) -> str | None:
+        """The normalised selector (``app=api,tier in (edge,web)``); None for a target."""
+        return self.to.selector if isinstance(self.to, SelectorTarget) else None
+
+    @property
+    def names_a_pod(self) -> bool:
+        """``pod/NAME``: that one pod is waited for by name and must be Running."""
+        return isinstance(self.to, PodTarget)
 
 
 @dataclass(frozen=True)
@@ -103,8 +118,7 @@ def spec_from_json(data: dict[str, Any]) -> ForwardSpec:
     """Inverse of :func:`spec_to_json` (trusted input: a plan this program validated)."""
     return ForwardSpec(
         name=data["name"],
-        target=data["target"],
-        selector=data["selector"],
+        to=target_from_text(data["target"], data["selector"]),
         context=data["context"],
         namespace=data["namespace"],
         ports=tuple(PortMap(port["local"], port["remote"]) for port in data["ports"]),

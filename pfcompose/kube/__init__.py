@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pfcompose.lazy import lazy_getattr
+from pfcompose._util.lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from pfcompose.kube.access import AccessMaterial, ClusterAccess, KubeConfigError, load_access
+    from pfcompose.kube.access import AccessMaterial, ClusterAccess, KubeConfigError
     from pfcompose.kube.client import KubeApiError, KubeClient, KubeConnectionError
+    from pfcompose.kube.kubeconfig import load_access
     from pfcompose.kube.targets import (
         NoReadyPod,
         PodNotRunning,
@@ -32,7 +33,7 @@ _WHERE = {
     "AccessMaterial": "access",
     "ClusterAccess": "access",
     "KubeConfigError": "access",
-    "load_access": "access",
+    "load_access": "kubeconfig",
     "KubeApiError": "client",
     "KubeClient": "client",
     "KubeConnectionError": "client",

@@ -38,8 +38,6 @@ __all__ = [
     "build_access",
     "chosen_context",
     "file_stamp",
-    "load_access",
-    "load_access_sync",
     "materials_from_json",
     "materials_to_json",
     "stdin_is_terminal",
@@ -217,30 +215,6 @@ def build_access(material: AccessMaterial) -> ClusterAccess:
         endpoint=endpoint,
         path_prefix=material.path_prefix,
     )
-
-
-async def load_access(kubeconfig: str | None, context: str | None) -> ClusterAccess:
-    """Evaluate ``context`` (default: current-context) of ``kubeconfig`` (default: KUBECONFIG).
-
-    Runs in a worker thread: reading files and exec plugins block. Every call
-    evaluates afresh (exec plugins run again); :mod:`pfcompose.kube.cache` is the
-    caching front for long-running use. Raises :class:`KubeConfigError`.
-    """
-    import trio
-
-    return await trio.to_thread.run_sync(load_access_sync, kubeconfig, context)
-
-
-def load_access_sync(
-    kubeconfig: str | None,
-    context: str | None,
-    *,
-    environ: Mapping[str, str] | None = None,
-) -> ClusterAccess:
-    """Blocking body of :func:`load_access` (also handy in synchronous tests)."""
-    from pfcompose.kube.kubeconfig import evaluate  # the kubernetes package: imported late
-
-    return build_access(evaluate(kubeconfig, context, environ=environ))
 
 
 def _proxy(material: AccessMaterial, server_context: ssl.SSLContext | None) -> Proxy | None:

@@ -262,7 +262,7 @@ class AccessCache:
 
 
 class ForwardAccess:
-    """The :data:`~pfcompose.forward.AccessLoader` of ``up``: a forward's own context wins
+    """The :data:`~pfcompose.up.forward.AccessLoader` of ``up``: a forward's own context wins
     over ``--context``, which wins over ``defaults.context``."""
 
     def __init__(

@@ -38,14 +38,23 @@ from kubernetes.config.kube_config import ConfigNode, KubeConfigLoader, KubeConf
 
 from pfcompose.kube.access import (
     AccessMaterial,
+    ClusterAccess,
     FileStamp,
     KubeConfigError,
+    build_access,
     file_stamp,
     one_line,
     stdin_is_terminal,
 )
 
-__all__ = ["AUTH_PROVIDER_TTL", "DEFAULT_KUBECONFIG", "evaluate", "main"]
+__all__ = [
+    "AUTH_PROVIDER_TTL",
+    "DEFAULT_KUBECONFIG",
+    "evaluate",
+    "load_access",
+    "load_access_sync",
+    "main",
+]
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 
@@ -572,6 +581,28 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
     return 0
+
+
+async def load_access(kubeconfig: str | None, context: str | None) -> ClusterAccess:
+    """Evaluate ``context`` (default: current-context) of ``kubeconfig`` (default: KUBECONFIG).
+
+    Runs in a worker thread: reading files and exec plugins block. Every call
+    evaluates afresh (exec plugins run again); :mod:`pfcompose.kube.cache` is the
+    caching front for long-running use. Raises :class:`KubeConfigError`.
+    """
+    import trio
+
+    return await trio.to_thread.run_sync(load_access_sync, kubeconfig, context)
+
+
+def load_access_sync(
+    kubeconfig: str | None,
+    context: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> ClusterAccess:
+    """Blocking body of :func:`load_access` (also handy in synchronous tests)."""
+    return build_access(evaluate(kubeconfig, context, environ=environ))
 
 
 if __name__ == "__main__":

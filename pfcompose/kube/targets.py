@@ -32,6 +32,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from pfcompose.config.target import PodTarget, SelectorTarget, ServiceTarget, Target, WorkloadTarget
+
 __all__ = [
     "NoReadyPod",
     "PodNotRunning",
@@ -105,10 +107,7 @@ class _SpecLike(Protocol):
     """The fields of ``config.ForwardSpec`` that resolution reads."""
 
     @property
-    def target(self) -> str | None: ...
-
-    @property
-    def selector(self) -> str | None: ...
+    def to(self) -> Target: ...
 
     @property
     def ports(self) -> Sequence[Any]: ...
@@ -133,34 +132,37 @@ async def resolve(client: _Getter, spec: _SpecLike, namespace: str) -> ResolvedT
     """
     ns = quote(namespace, safe="")
     ports = tuple(spec.ports)
-    if spec.target:
-        kind, _, name = spec.target.partition("/")
-        if not name:
-            raise TargetError(f"invalid target {spec.target!r}: expected TYPE/NAME")
-        qname = quote(name, safe="")
-        if kind == "pod":
-            pod = await client.get(f"/api/v1/namespaces/{ns}/pods/{qname}")
-            phase = str(_get(pod, "status", "phase") or "Unknown")
-            if phase != "Running":
-                raise PodNotRunning(name, phase)
-            return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod))
-        if kind == "service":
-            service = await client.get(f"/api/v1/namespaces/{ns}/services/{qname}")
-            selector = _service_selector(service, name)
-            _check_udp_service(ports, service)
-            pod = await _ready_pod(client, ns, namespace, selector, spec.target)
-            return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod, service))
-        if kind in _WORKLOADS:
-            prefix, resource = _WORKLOADS[kind]
-            obj = await client.get(f"{prefix}/namespaces/{ns}/{resource}/{qname}")
-            selector = label_selector(_get(obj, "spec", "selector"))
-            pod = await _ready_pod(client, ns, namespace, selector, spec.target)
-            return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod))
-        raise TargetError(f"cannot forward to {spec.target}: unsupported target kind {kind!r}")
-    if spec.selector is not None:
-        pod = await _ready_pod(client, ns, namespace, spec.selector, None)
+    to = spec.to
+    if isinstance(to, SelectorTarget):
+        pod = await _ready_pod(client, ns, namespace, to.selector, None)
         return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod))
-    raise TargetError("a forward needs a target or a selector")
+    if not to.name:
+        raise TargetError(f"invalid target {str(to)!r}: expected TYPE/NAME")
+    qname = quote(to.name, safe="")
+    if isinstance(to, PodTarget):
+        pod = await client.get(f"/api/v1/namespaces/{ns}/pods/{qname}")
+        phase = str(_get(pod, "status", "phase") or "Unknown")
+        if phase != "Running":
+            raise PodNotRunning(to.name, phase)
+        return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod))
+    if isinstance(to, ServiceTarget):
+        service = await client.get(f"/api/v1/namespaces/{ns}/services/{qname}")
+        selector = _service_selector(service, to.name)
+        _check_udp_service(ports, service)
+        pod = await _ready_pod(client, ns, namespace, selector, str(to))
+        return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod, service))
+    prefix, resource = _workload(to)
+    obj = await client.get(f"{prefix}/namespaces/{ns}/{resource}/{qname}")
+    selector = label_selector(_get(obj, "spec", "selector"))
+    pod = await _ready_pod(client, ns, namespace, selector, str(to))
+    return ResolvedTarget(_name(pod), namespace, translate_ports(ports, pod))
+
+
+def _workload(to: WorkloadTarget) -> tuple[str, str]:
+    """(API prefix, resource) of a workload kind pods are picked from by its selector."""
+    if to.kind not in _WORKLOADS:
+        raise TargetError(f"cannot forward to {to}: unsupported target kind {to.kind!r}")
+    return _WORKLOADS[to.kind]
 
 
 async def pod_query(client: _Getter, spec: _SpecLike, namespace: str) -> dict[str, str]:
@@ -171,20 +173,18 @@ async def pod_query(client: _Getter, spec: _SpecLike, namespace: str) -> dict[st
     The supervisor watches this while it waits for a pod to come (back).
     """
     ns = quote(namespace, safe="")
-    if spec.target:
-        kind, _, name = spec.target.partition("/")
-        qname = quote(name, safe="")
-        if kind == "pod":
-            return {"fieldSelector": f"metadata.name={name}"}
-        if kind == "service":
-            service = await client.get(f"/api/v1/namespaces/{ns}/services/{qname}")
-            return {"labelSelector": _service_selector(service, name)}
-        if kind in _WORKLOADS:
-            prefix, resource = _WORKLOADS[kind]
-            obj = await client.get(f"{prefix}/namespaces/{ns}/{resource}/{qname}")
-            return {"labelSelector": label_selector(_get(obj, "spec", "selector"))}
-        raise TargetError(f"cannot forward to {spec.target}: unsupported target kind {kind!r}")
-    return {"labelSelector": spec.selector or ""}
+    to = spec.to
+    if isinstance(to, SelectorTarget):
+        return {"labelSelector": to.selector}
+    if isinstance(to, PodTarget):
+        return {"fieldSelector": f"metadata.name={to.name}"}
+    qname = quote(to.name, safe="")
+    if isinstance(to, ServiceTarget):
+        service = await client.get(f"/api/v1/namespaces/{ns}/services/{qname}")
+        return {"labelSelector": _service_selector(service, to.name)}
+    prefix, resource = _workload(to)
+    obj = await client.get(f"{prefix}/namespaces/{ns}/{resource}/{qname}")
+    return {"labelSelector": label_selector(_get(obj, "spec", "selector"))}
 
 
 async def _ready_pod(

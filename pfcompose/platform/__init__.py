@@ -24,25 +24,23 @@ detached daemon        ``setsid`` (POSIX)                  DETACHED_PROCESS (Win
 
 ``PFCOMPOSE_PORTABLE=1`` forces every portable path at once (read once, at import),
 so the portable paths are exercised on Linux by a second pass of the whole test
-suite (``.ci/run``). This module imports nothing but ``os`` and ``sys``: the lean
-runtime imports it.
+suite (``.ci/run``). This ``__init__`` imports nothing but
+:mod:`pfcompose.platform.host` (``os`` and ``sys``): the lean runtime imports it.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+from pfcompose.platform.host import (
+    MACOS,
+    O_CLOEXEC,
+    PORTABLE,
+    PORTABLE_VARIABLE,
+    WINDOWS,
+    unsupported,
+)
 
 __all__ = ["MACOS", "O_CLOEXEC", "PORTABLE", "PORTABLE_VARIABLE", "WINDOWS", "capabilities",
            "unsupported"]  # fmt: skip
-
-PORTABLE_VARIABLE = "PFCOMPOSE_PORTABLE"
-PORTABLE = os.environ.get(PORTABLE_VARIABLE, "") not in ("", "0")
-"""Every mechanism takes its portable path (``PFCOMPOSE_PORTABLE=1``)."""
-WINDOWS = sys.platform == "win32"
-MACOS = sys.platform == "darwin"
-O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
-"""``os.open`` flag; 0 on Windows, where new handles are not inherited anyway (PEP 446)."""
 
 
 def capabilities() -> dict[str, bool]:
@@ -60,8 +58,3 @@ def capabilities() -> dict[str, bool]:
         "rlimit": limits.HAS_RLIMIT,
         "setsid": process.HAS_SETSID,
     }
-
-
-def unsupported(what: str) -> str:
-    """The one line for a feature this platform does not have (never a traceback)."""
-    return f"{what} is not supported on {sys.platform}"

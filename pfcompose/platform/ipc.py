@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from pfcompose.platform import PORTABLE
+from pfcompose.platform.host import PORTABLE
 
 __all__ = [
     "SOCKET_PATH_MAX",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from pfcompose.platform import MACOS, PORTABLE
+from pfcompose.platform.host import MACOS, PORTABLE
 
 __all__ = ["HAS_RLIMIT", "raise_open_file_limit", "target_limit"]
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from pfcompose.platform import PORTABLE, WINDOWS
+from pfcompose.platform.host import PORTABLE, WINDOWS
 
 __all__ = ["KERNEL_LOCK", "FileLock", "pid_alive"]
 

@@ -12,7 +12,7 @@ import ctypes
 import gc
 from typing import Any
 
-from pfcompose.platform import PORTABLE
+from pfcompose.platform.host import PORTABLE
 
 __all__ = ["HAS_MALLOPT", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_buffers",
            "release_free_memory"]  # fmt: skip

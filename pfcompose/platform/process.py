@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pfcompose.platform import PORTABLE, WINDOWS, unsupported
+from pfcompose.platform.host import PORTABLE, WINDOWS, unsupported
 
 __all__ = [
     "CAN_EXEC",

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from pfcompose.platform import PORTABLE
+from pfcompose.platform.host import PORTABLE
 
 __all__ = [
     "DIRECT_FD",

@@ -21,8 +21,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 import trio
 
+import pfcompose.sandbox.discovery as discovery
+import pfcompose.sandbox.objects as objects
+import pfcompose.sandbox.rbac as rbac
 from pfcompose.config.selector import SelectorError, matches, parse_selector
-from pfcompose.sandbox import discovery, objects, rbac
 from pfcompose.sandbox.auth import Authenticator
 from pfcompose.sandbox.state import Pod, State
 

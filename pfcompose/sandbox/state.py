@@ -22,6 +22,7 @@ import trio
 import yaml
 
 from pfcompose.config.selector import Requirement, matches, parse_selector
+from pfcompose.config.target import SelectorTarget
 from pfcompose.sandbox.rbac import Rbac, RbacError
 
 __all__ = [
@@ -544,12 +545,12 @@ def state_from_plan(forwards: Iterable[Any], *, default_namespace: str = "defaul
         ns = spec.namespace or default_namespace
         remote: list[int | str] = [p.remote for p in spec.ports]
         name = spec.name
-        if spec.target:
-            kind, _, obj = str(spec.target).partition("/")
-            labels = {"app.kubernetes.io/name": obj}
-        else:
+        if isinstance(spec.to, SelectorTarget):
             kind, obj = "selector", name
-            labels = _labels_for(spec.selector or "")
+            labels = _labels_for(spec.to.selector)
+        else:
+            kind, obj = spec.to.kind, spec.to.name
+            labels = {"app.kubernetes.io/name": obj}
         ports = _synth_ports(remote)
         if kind == "pod":
             if (ns, obj) not in state.pods:

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-from pfcompose.gotext import go_quote, go_quote_list
+from pfcompose._util.gotext import go_quote, go_quote_list
 
 from .errors import UpgradeError, WireError
 from .httpmsg import build_request, header_get, header_values, parse_status

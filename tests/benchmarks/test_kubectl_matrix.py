@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from pfcompose.testing_kubectl import LAYER_VERSIONS, KubectlFetchError, fetch_kubectl
+from pfcompose.sandbox.testing_kubectl import LAYER_VERSIONS, KubectlFetchError, fetch_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 

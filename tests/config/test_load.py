@@ -9,6 +9,7 @@ import pytest
 
 from pfcompose.config import ConfigErrors, ForwardSpec, ListenAddress, PortMap, load_plan
 from pfcompose.config.plan import ReconnectPolicy
+from pfcompose.config.target import PodTarget
 
 Write = Callable[[str, str], Path]  # the ``write`` fixture of conftest.py
 
@@ -28,7 +29,7 @@ def test_defaults_are_applied(write: Write, project: Path) -> None:
     assert plan.warnings == ()
     assert plan.forwards == {
         "db": ForwardSpec(
-            name="db", target="pod/postgres-0", selector=None, context=None, namespace=None,
+            name="db", to=PodTarget("postgres-0"), context=None, namespace=None,
             ports=(PortMap(5432, 5432),), addresses=("localhost",),
             listen=(ListenAddress("127.0.0.1", "tcp4", "all"),
                     ListenAddress("::1", "tcp6", "all")),

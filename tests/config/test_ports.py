@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pfcompose._util.gotext import go_quote
 from pfcompose.config import PortMap, PortSpecError, parse_port
 from pfcompose.config.ports import parse_uint16
-from pfcompose.gotext import go_quote
 
 ACCEPTED = [
     ("5000", PortMap(5000, 5000)),

@@ -52,3 +52,34 @@ def test_loading_the_spec_module_does_not_load_pydantic_or_yaml() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60)
     assert out.stdout.decode().strip() == "[]"
+
+
+def test_targets_are_typed_once_in_the_plan_and_keep_their_json_text(tmp_path: Path) -> None:
+    """Every spelling of the file becomes one type; ``config``'s JSON keeps the text."""
+    from pfcompose.config.spec import spec_to_dict
+    from pfcompose.config.target import PodTarget, SelectorTarget, ServiceTarget, WorkloadTarget
+
+    (tmp_path / "forwards.yaml").write_text(
+        "forwards:\n"
+        "  a: {target: web-0, ports: [1]}\n"
+        "  b: {target: svc/web, ports: [2]}\n"
+        "  c: {target: deploy/api, ports: [3]}\n"
+        "  d: {target: sts/db, ports: [4]}\n"
+        "  e: {selector: {app: x}, ports: [5]}\n"
+    )
+    plan = load_plan([tmp_path / "forwards.yaml"])
+    specs = plan.forwards
+    assert [spec.to for spec in specs.values()] == [
+        PodTarget("web-0"), ServiceTarget("web"), WorkloadTarget("deployment", "api"),
+        WorkloadTarget("statefulset", "db"), SelectorTarget("app=x"),
+    ]  # fmt: skip
+    assert [(spec.target, spec.selector) for spec in specs.values()] == [
+        ("pod/web-0", None), ("service/web", None), ("deployment/api", None),
+        ("statefulset/db", None), (None, "app=x"),
+    ]  # fmt: skip
+    assert [spec.names_a_pod for spec in specs.values()] == [True, False, False, False, False]
+    shown = {name: spec_to_dict(spec) for name, spec in specs.items()}
+    assert (shown["a"]["target"], shown["a"]["selector"]) == ("pod/web-0", None)
+    assert (shown["e"]["target"], shown["e"]["selector"]) == (None, "app=x")
+    again = plan_from_json(json.loads(json.dumps(plan_to_json(plan))))
+    assert [spec.to for spec in again.forwards.values()] == [s.to for s in specs.values()]

@@ -15,7 +15,7 @@ import trustme
 import yaml
 
 from pfcompose.kube import ClusterAccess, KubeConfigError, load_access
-from pfcompose.kube.access import load_access_sync
+from pfcompose.kube.kubeconfig import load_access_sync
 
 SERVER = "https://127.0.0.1:6443"
 

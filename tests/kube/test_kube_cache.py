@@ -18,6 +18,7 @@ import yaml
 from pfcompose.config.addresses import ListenAddress
 from pfcompose.config.ports import PortMap
 from pfcompose.config.spec import ForwardSpec, ReconnectPolicy
+from pfcompose.config.target import PodTarget
 from pfcompose.kube.access import AccessMaterial, KubeConfigError, build_access
 from pfcompose.kube.cache import (
     ERROR_TTL,
@@ -218,7 +219,7 @@ async def test_forward_access_picks_the_forwards_context(tmp_path: Path) -> None
 
     def spec(context: str | None, own: bool) -> ForwardSpec:
         return ForwardSpec(
-            name="f", target="pod/x", selector=None, context=context, namespace=None,
+            name="f", to=PodTarget("x"), context=context, namespace=None,
             ports=(PortMap(0, 80),), addresses=("localhost",),
             listen=(ListenAddress("127.0.0.1", "tcp4", "any"),), transport="auto",
             profiles=(), reconnect=ReconnectPolicy(), keepalive=5.0, quiet_connections=False,

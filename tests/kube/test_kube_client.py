@@ -16,6 +16,7 @@ import yaml
 from kube_http_server import Reply, SeenRequest, serve_http, server_ssl_context
 
 from pfcompose.config.ports import PortMap
+from pfcompose.config.target import ServiceTarget
 from pfcompose.kube import (
     ClusterAccess,
     KubeApiError,
@@ -386,12 +387,11 @@ async def test_resolve_through_the_client() -> None:
 
     @dataclass(frozen=True)
     class Spec:
-        target: str | None
-        selector: str | None
+        to: ServiceTarget
         ports: tuple[PortMap, ...]
 
     async with serve_http(handler) as server:
         client = KubeClient(plain(server.port))
-        spec = Spec("service/web", None, (PortMap(0, 80),))
+        spec = Spec(ServiceTarget("web"), (PortMap(0, 80),))
         assert await resolve(client, spec, "team") == ResolvedTarget("web-7", "team", ((0, 8080),))
     assert [r.target for r in server.requests] == list(objects)

@@ -19,12 +19,12 @@ import pytest
 import trio
 import yaml
 
-from pfcompose.kube.access import KubeConfigError, load_access_sync
+from pfcompose.kube.access import KubeConfigError
 from pfcompose.kube.client import KubeClient
-from pfcompose.kube.kubeconfig import evaluate
+from pfcompose.kube.kubeconfig import evaluate, load_access_sync
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, requires_kubectl, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import DEFAULT_STATE, requires_kubectl, run_kubectl
 from pfcompose.wire.dial import dial_spdy
 
 PF = "/api/v1/namespaces/default/pods/echo/portforward"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pfcompose.config.target import Target, target_from_text
 from pfcompose.kube import (
     KubeApiError,
     NoReadyPod,
@@ -33,6 +34,10 @@ class Spec:  # the fields of config.ForwardSpec that resolve() reads
     selector: str | None
     ports: tuple[Any, ...]
     name: str = "fw"
+
+    @property
+    def to(self) -> Target:
+        return target_from_text(self.target, self.selector)
 
 
 class FakeClient:

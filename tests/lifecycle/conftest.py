@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pfcompose import control
-from pfcompose.testing import sandbox, sandbox_state
+from pfcompose.daemon import control
+from pfcompose.sandbox.pytest_plugin import sandbox, sandbox_state
 
 __all__ = ["sandbox", "sandbox_state"]
 
@@ -49,7 +49,7 @@ STATE: dict[str, Any] = {
 
 
 @pytest.fixture
-def sandbox_state() -> dict[str, Any]:  # noqa: F811 - overrides pfcompose.testing's
+def sandbox_state() -> dict[str, Any]:  # noqa: F811 - overrides pfcompose.sandbox.pytest_plugin's
     return STATE
 
 

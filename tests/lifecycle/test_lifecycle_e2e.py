@@ -19,8 +19,8 @@ from typing import Any
 import trio
 from lchelp import echo_through, pf, wait_pid_gone, write_project
 
-from pfcompose import control
-from pfcompose.eventlog import read_log_file
+from pfcompose.daemon import control
+from pfcompose.daemon.eventlog import read_log_file
 from pfcompose.sandbox.server import Sandbox
 
 TWO = {

@@ -12,15 +12,10 @@ from typing import Any
 import pytest
 import trio
 
-from pfcompose import control
 from pfcompose.commands.lifecycle_cmd import parse_since
-from pfcompose.connection import Traffic
-from pfcompose.eventlog import EventLog, EventLogFile, event_from_json, read_log_file
-from pfcompose.events import Event, Kind
-from pfcompose.forward import ForwardStatus, Listening, State
-from pfcompose.platform import ipc
-from pfcompose.portsenv import PortsEnvFile, env_key
-from pfcompose.status import (
+from pfcompose.daemon import control
+from pfcompose.daemon.eventlog import EventLog, EventLogFile, event_from_json, read_log_file
+from pfcompose.daemon.status import (
     format_bytes,
     format_duration,
     render_json,
@@ -28,6 +23,11 @@ from pfcompose.status import (
     state_text,
     status_record,
 )
+from pfcompose.platform import ipc
+from pfcompose.up.connection import Traffic
+from pfcompose.up.events import Event, Kind
+from pfcompose.up.forward import ForwardStatus, Listening, State
+from pfcompose.up.portsenv import PortsEnvFile, env_key
 
 # -- control: directory, socket, protocol ------------------------------------------------
 
@@ -349,7 +349,7 @@ async def test_the_stop_line_suits_who_runs_the_supervisor(
 ) -> None:
     from pfcompose.config import load_plan
     from pfcompose.kube import KubeConfigError
-    from pfcompose.supervisor import Supervisor
+    from pfcompose.up.supervisor import Supervisor
 
     (tmp_path / "forwards.yaml").write_text(
         "forwards:\n  db: {target: pod/db, ports: [':5432'], addresses: [127.0.0.1]}\n"

@@ -24,7 +24,7 @@ import pytest
 import trio
 from lchelp import echo_through, pf, wait_pid_gone, write_project
 
-from pfcompose import control
+from pfcompose.daemon import control
 from pfcompose.sandbox.server import Sandbox
 
 ECHO = {"echo": {"target": "pod/echo", "ports": [":5000"]}}

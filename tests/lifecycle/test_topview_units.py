@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from pfcompose.topview import TopModel, parse_keys, plain_lines, render_screen, sparkline
+from pfcompose.commands.topview import TopModel, parse_keys, plain_lines, render_screen, sparkline
 
 
 def _record(name: str, bytes_in: int, bytes_out: int, **extra: Any) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def test_details_fit_the_terminal() -> None:
 async def test_subscribe_pushes_at_most_four_times_a_second(autojump_clock: Any) -> None:
     import trio
 
-    from pfcompose.observe import subscribe
+    from pfcompose.up.observe import subscribe
 
     pushed: list[float] = []
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from pfcompose import control
+from pfcompose.daemon import control
 from pfcompose.platform import ipc
 
 

@@ -135,7 +135,7 @@ def _portable_functions() -> list[tuple[Any, Any, Any]]:
     spec = importlib.util.find_spec("pfcompose.platform.sockets")
     assert spec is not None and spec.loader is not None
     saved = os.environ.get("PFCOMPOSE_PORTABLE")
-    import pfcompose.platform as seam
+    import pfcompose.platform.host as seam  # where the seam's modules read it
 
     old = seam.PORTABLE
     seam.PORTABLE = True

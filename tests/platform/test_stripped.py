@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pfcompose.testing import start_sandbox_process
+from pfcompose.sandbox.pytest_plugin import start_sandbox_process
 
 STRIP = Path(__file__).with_name("strip_linux.py")
 STATE = {

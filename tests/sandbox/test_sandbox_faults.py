@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from pfcompose.sandbox.kubelet import dial_error_text
+from pfcompose.sandbox.pytest_plugin import kubectl_port_forward, requires_kubectl, run_kubectl
 from pfcompose.sandbox.server import Sandbox
-from pfcompose.testing import kubectl_port_forward, requires_kubectl, run_kubectl
 from pfcompose.wire.endpoint import open_transport
 from pfcompose.wire.http import http_request, http_stream
 from pfcompose.wire.session import SessionLost, SpdySession, SpdyStream, StreamReset, open_session

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from pfcompose.sandbox.pytest_plugin import requires_kubectl, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import requires_kubectl, run_kubectl
 
 pytestmark = [requires_kubectl, pytest.mark.kubectl]
 

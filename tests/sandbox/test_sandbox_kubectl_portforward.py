@@ -11,9 +11,9 @@ import trio
 
 from pfcompose.sandbox.backends import blob_sha256
 from pfcompose.sandbox.kubelet import dial_error_text
+from pfcompose.sandbox.pytest_plugin import kubectl_port_forward, requires_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import kubectl_port_forward, requires_kubectl
 
 pytestmark = [requires_kubectl, pytest.mark.kubectl]
 
@@ -160,7 +160,7 @@ async def test_refused_port_kubelet_text(sandbox: Sandbox, websockets: bool) -> 
 
 
 async def test_pod_not_running(sandbox: Sandbox) -> None:
-    from pfcompose.testing import run_kubectl
+    from pfcompose.sandbox.pytest_plugin import run_kubectl
 
     sandbox.set_phase("echo", "Pending")
     r = await run_kubectl(sandbox.kubeconfig_path, "port-forward", "pod/echo", ":5000")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pfcompose.testing import KUBECTL, requires_kubectl, start_sandbox_process
+from pfcompose.sandbox.pytest_plugin import KUBECTL, requires_kubectl, start_sandbox_process
 
 
 def test_proxy_url_is_printed_masked_and_written_whole(tmp_path: Path) -> None:

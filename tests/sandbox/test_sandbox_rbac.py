@@ -19,14 +19,14 @@ import trio
 import yaml
 
 from pfcompose.sandbox import rbac
-from pfcompose.sandbox.server import Sandbox, run_sandbox
-from pfcompose.sandbox.state import State, StateError
-from pfcompose.testing import (
+from pfcompose.sandbox.pytest_plugin import (
     kubectl_port_forward,
     requires_kubectl,
     run_kubectl,
     start_sandbox_process,
 )
+from pfcompose.sandbox.server import Sandbox, run_sandbox
+from pfcompose.sandbox.state import State, StateError
 
 kubectl = [pytest.mark.kubectl, requires_kubectl]
 

@@ -1,10 +1,10 @@
-"""up tests run against an in-process sandbox (pfcompose.testing's fixtures)."""
+"""up tests run against an in-process sandbox (pfcompose.sandbox.pytest_plugin's fixtures)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pfcompose.testing import sandbox, sandbox_state
+from pfcompose.sandbox.pytest_plugin import sandbox, sandbox_state
 
 __all__ = ["sandbox", "sandbox_state", "transport"]
 

@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from pfcompose.config import load_plan
-from pfcompose.permissions import Need, needs
+from pfcompose.kube.permissions import Need, needs
+from pfcompose.sandbox.pytest_plugin import requires_kubectl, run_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import requires_kubectl, run_kubectl
 
 STATE: dict[str, Any] = {
     "pods": [{"name": "x", "namespace": "shop", "labels": {"app": "x"},

@@ -15,9 +15,9 @@ import pytest
 import trio
 from uphelp import Recorder, echo_round_trip, local_port, running_up
 
-from pfcompose.events import Kind
+from pfcompose.daemon.status import render_plain, status_record
 from pfcompose.sandbox.server import Sandbox
-from pfcompose.status import render_plain, status_record
+from pfcompose.up.events import Kind
 
 STATE: dict[str, Any] = {
     "pods": [

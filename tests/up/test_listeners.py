@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from pfcompose.config import parse_addresses
-from pfcompose.listeners import bind_port, bind_port_sync, join_host_port
+from pfcompose.up.listeners import bind_port, bind_port_sync, join_host_port
 
 
 def _occupy(family: int, host: str) -> socket.socket:

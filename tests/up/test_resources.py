@@ -10,12 +10,12 @@ import types
 import trio
 import trio.testing
 
-from pfcompose.supervisor import release_memory_when_idle
-from pfcompose.testing import fast_path_only
+from pfcompose.sandbox.pytest_plugin import fast_path_only
+from pfcompose.up.supervisor import release_memory_when_idle
 
 CODE = """
 import resource
-from pfcompose.resources import raise_open_file_limit
+from pfcompose.up.resources import raise_open_file_limit
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
 got = raise_open_file_limit()
@@ -30,7 +30,7 @@ def test_soft_limit_is_raised_to_the_hard_limit() -> None:
 
 FAULTS = """
 import os, resource, sys
-from pfcompose.resources import keep_freed_buffers
+from pfcompose.up.resources import keep_freed_buffers
 if sys.argv[1] == "keep":
     assert keep_freed_buffers()
 src = os.urandom(1 << 20)

@@ -13,9 +13,9 @@ import yaml
 from uphelp import echo_round_trip, local_port, running_up
 
 from pfcompose.kube.cache import ForwardAccess
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE
 from pfcompose.sandbox.server import run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import DEFAULT_STATE
 
 FILE = "forwards:\n  e:\n    target: pod/echo\n    ports: [':5000']\n"
 

@@ -173,8 +173,8 @@ def test_up_stops_quietly_when_its_reader_goes_away(tmp_path: Path, flag: list[s
 def test_the_sinks_report_a_closed_reader_once_and_drop_later_lines() -> None:
     import io
 
-    from pfcompose.events import Event, Kind
-    from pfcompose.ui import JsonSink, TerminalSink
+    from pfcompose.up.events import Event, Kind
+    from pfcompose.up.ui import JsonSink, TerminalSink
 
     class Closed(io.StringIO):
         def write(self, text: str) -> int:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from pfcompose.connection import SEND_SLOTS, Outcome, Traffic, forward_over_session
+from pfcompose.up.connection import SEND_SLOTS, Outcome, Traffic, forward_over_session
 from pfcompose.wire.session import SpdySession, SpdyStream, open_session
 
 KiB = 1024

@@ -8,8 +8,8 @@ import pytest
 import trio
 from uphelp import Recorder, echo_round_trip, local_port, running_up
 
-from pfcompose.events import Event, Kind
 from pfcompose.sandbox.server import Sandbox
+from pfcompose.up.events import Event, Kind
 
 
 def _file(transport: str, port: str = ":5000") -> str:
@@ -64,7 +64,7 @@ async def test_ended_connection_is_counted_exactly(
 async def _echo_then_reset(port: int, payload: bytes) -> bytes:
     """The channel protocol has no half-close (a local EOF is not passed on and the
     pod's echo waits for more): read the echo back, then close with a reset."""
-    from pfcompose.listeners import set_linger_reset
+    from pfcompose.up.listeners import set_linger_reset
 
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -126,7 +126,7 @@ async def test_pod_reset_is_reset(sandbox: Sandbox, tmp_path: Path) -> None:
 async def test_closed_lines_stay_off_up_output() -> None:
     import io
 
-    from pfcompose.ui import JsonSink, TerminalSink
+    from pfcompose.up.ui import JsonSink, TerminalSink
 
     out, err = io.StringIO(), io.StringIO()
     sinks = [TerminalSink(["f"], out=out, err=err, colour=False), JsonSink(out)]

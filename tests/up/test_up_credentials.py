@@ -16,11 +16,11 @@ import trio
 import yaml
 from uphelp import echo_round_trip, local_port, running_up
 
-from pfcompose.events import Kind
 from pfcompose.kube.cache import ForwardAccess
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import DEFAULT_STATE
+from pfcompose.up.events import Kind
 
 
 def forwards(transport: str) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 import trio
 from uphelp import echo_round_trip, local_port, running_up
 
-from pfcompose.events import Kind
 from pfcompose.sandbox.backends import blob_sha256
 from pfcompose.sandbox.server import Sandbox
+from pfcompose.up.events import Kind
 
 MiB = 1 << 20
 

@@ -14,10 +14,10 @@ import pytest
 import trio
 from uphelp import echo_round_trip, local_port, running_up
 
-from pfcompose.events import Kind
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
+from pfcompose.up.events import Kind
 from pfcompose.wire import dial
 
 kubectl = [pytest.mark.kubectl, requires_kubectl]

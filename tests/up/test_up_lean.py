@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_up_cli import Up
 
-from pfcompose.testing import SandboxProcess, fast_path_only, start_sandbox_process
+from pfcompose.sandbox.pytest_plugin import SandboxProcess, fast_path_only, start_sandbox_process
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/maps").exists(), reason="reads the runtime's memory map from /proc"

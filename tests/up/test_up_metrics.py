@@ -12,12 +12,12 @@ from uphelp import Recorder, echo_round_trip, local_port, running_up
 
 from pfcompose.config import load_plan
 from pfcompose.config.problems import ConfigErrors
-from pfcompose.connstats import project_snapshot
-from pfcompose.events import Kind
-from pfcompose.metrics import CONTENT_TYPE, render
-from pfcompose.observe import run_metrics
 from pfcompose.sandbox.server import Sandbox
-from pfcompose.supervisor import Supervisor
+from pfcompose.up.connstats import project_snapshot
+from pfcompose.up.events import Kind
+from pfcompose.up.metrics import CONTENT_TYPE, render
+from pfcompose.up.observe import run_metrics
+from pfcompose.up.supervisor import Supervisor
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 

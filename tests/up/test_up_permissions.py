@@ -12,11 +12,11 @@ import trio
 from uphelp import Recorder, echo_round_trip, local_port, running_up
 
 from pfcompose.config import ForwardSpec
-from pfcompose.events import Kind
 from pfcompose.kube import ClusterAccess, load_access
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
+from pfcompose.up.events import Kind
 
 READ = {"name": "read", "subjects": ["bob"], "verbs": ["get", "list", "watch"],
         "resources": ["pods", "services"], "namespaces": ["default"]}
@@ -128,7 +128,7 @@ async def test_forbidden_target_read_is_one_line_too(tmp_path: Path) -> None:
 
 def test_forbidden_line_wordings() -> None:
     from pfcompose.kube import KubeApiError
-    from pfcompose.permissions import forbidden_line
+    from pfcompose.kube.permissions import forbidden_line
     from pfcompose.wire.errors import UpgradeError
 
     cluster = KubeApiError(403, "Forbidden", 'nodes is forbidden: User "bob" cannot list '

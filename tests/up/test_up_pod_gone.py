@@ -15,12 +15,12 @@ import pytest
 import trio
 from uphelp import Recorder, echo_round_trip, local_port, running_up
 
-from pfcompose.connection import pod_gone_text
-from pfcompose.events import Kind
 from pfcompose.sandbox.kubelet import DIAL_ERRORS, dial_error_text
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import Pod, State
-from pfcompose.testing import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
+from pfcompose.up.connection import pod_gone_text
+from pfcompose.up.events import Kind
 
 GONE = [k for k in DIAL_ERRORS if k != "refused"]
 

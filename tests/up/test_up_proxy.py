@@ -19,13 +19,13 @@ import yaml
 from uphelp import echo_round_trip, local_port, running_up
 
 from pfcompose.config import ForwardSpec
-from pfcompose.events import Kind
 from pfcompose.kube import ClusterAccess
-from pfcompose.kube.access import load_access_sync
+from pfcompose.kube.kubeconfig import load_access_sync
 from pfcompose.sandbox.kubeconfig import kubeconfig_dict
+from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
-from pfcompose.testing import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
+from pfcompose.up.events import Kind
 
 FILE = "forwards:\n  e:\n    target: pod/echo\n    ports: [':5000']\n"
 AUTO = "forwards:\n  e:\n    target: pod/echo\n    ports: [':5000']\n    transport: auto\n"

@@ -10,9 +10,9 @@ import pytest
 import trio
 from uphelp import echo_round_trip, local_port, running_up
 
-from pfcompose.events import Kind
 from pfcompose.sandbox.server import Sandbox
 from pfcompose.sandbox.state import Behaviour, ContainerPort, Pod
+from pfcompose.up.events import Kind
 
 STATE: dict[str, Any] = {
     "pods": [

@@ -8,8 +8,8 @@ from pathlib import Path
 import trio
 from uphelp import echo_round_trip, running_up
 
-from pfcompose.events import Kind
 from pfcompose.sandbox.server import Sandbox
+from pfcompose.up.events import Kind
 
 
 def _file(transport: str) -> str:

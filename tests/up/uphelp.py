@@ -11,10 +11,10 @@ from typing import Any
 import trio
 
 from pfcompose.config import ForwardSpec, load_plan
-from pfcompose.events import Event, Kind
 from pfcompose.kube import ClusterAccess, load_access
 from pfcompose.sandbox.server import Sandbox
-from pfcompose.supervisor import Supervisor
+from pfcompose.up.events import Event, Kind
+from pfcompose.up.supervisor import Supervisor
 
 TRANSPORTS = ["auto", "spdy", "spdy-over-websocket", "websocket"]
 

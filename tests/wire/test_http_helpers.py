@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from pfcompose.gotext import go_quote, go_quote_list
+from pfcompose._util.gotext import go_quote, go_quote_list
 from pfcompose.wire.endpoint import Endpoint
 from pfcompose.wire.http import http_request, http_stream
 from pfcompose.wire.httpmsg import parse_status

@@ -27,7 +27,7 @@ CORES = (
 )
 """Every sans-IO module of ``pfcompose/wire``."""
 
-ALLOWED = {"pfcompose", "pfcompose.wire", "pfcompose.gotext", *CORES}
+ALLOWED = {"pfcompose", "pfcompose.wire", "pfcompose._util", "pfcompose._util.gotext", *CORES}
 """The ``pfcompose`` modules a core may load: packages, cores, pure text helpers."""
 
 PROBE = """

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import trio
 
 from pfcompose.config import ForwardSpec
-from pfcompose.events import Event, EventSink, Kind
 from pfcompose.exitcodes import ExitCode
-from pfcompose.forward import AccessLoader, Forward, ForwardStatus, State
-from pfcompose.resources import release_free_memory
+from pfcompose.up.events import Event, EventSink, Kind
+from pfcompose.up.forward import AccessLoader, Forward, ForwardStatus, State
+from pfcompose.up.resources import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ async def release_memory_when_idle(
     """Hand freed heap memory back once connections have come and gone.
 
     While data flows, the heap keeps freed buffers for reuse
-    (:func:`~pfcompose.resources.keep_freed_buffers`); a forwarder that moved a
+    (:func:`~pfcompose.up.resources.keep_freed_buffers`); a forwarder that moved a
     burst and then sits idle for hours should not keep holding them. Every
     ``interval`` seconds: if connections were made since the last release and none
     is open now, release. An idle forwarder that saw no traffic does nothing.

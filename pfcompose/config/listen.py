@@ -7,22 +7,29 @@ client-go. A random local port (0) is chosen by the first successful bind and
 reused for every later address, so ``localhost`` gives the same port on
 127.0.0.1 and ::1. Error texts are Go's, word for word, so people can search them.
 
-``up`` binds through :func:`bind_port`; ``config --check-ports`` uses the same
-:func:`bind_port_sync` and lets go at once, so both report identical lines.
+This is the one listen core, plain sockets and no trio: ``up`` binds through
+:func:`pfcompose.up.listeners.bind_port` (which hands the sockets to trio) and
+``config --check-ports`` calls :func:`bind_port_sync` and lets go at once, so both
+report identical lines, and ``config/`` never imports the forwarding runtime.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import trio
-
 from pfcompose.config.addresses import ListenAddress, canonical_ip
+
+__all__ = [
+    "BoundPort",
+    "ListenError",
+    "bind_port_sync",
+    "go_errno_text",
+    "join_host_port",
+    "listen_socket",
+]
 
 
 class ListenError(OSError):
@@ -104,23 +111,3 @@ def bind_port_sync(addresses: Sequence[ListenAddress], local: int) -> BoundPort:
         result.sockets.append((entry, sock))
     result.failed = (succeeded["all"] == 0 and failed["all"] > 0) or failed["any"] > 0
     return result
-
-
-async def bind_port(
-    addresses: Sequence[ListenAddress], local: int
-) -> tuple[BoundPort, list[tuple[ListenAddress, trio.SocketListener]]]:
-    """:func:`bind_port_sync`, with each bound socket handed to trio as a listener."""
-    await trio.lowlevel.checkpoint()
-    bound = bind_port_sync(addresses, local)
-    listeners = [
-        (entry, trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-        for entry, sock in bound.sockets
-    ]
-    return bound, listeners
-
-
-def set_linger_reset(stream: trio.SocketStream) -> None:
-    """Make the next close send RST: the local peer must see an error, not a clean EOF,
-    when its connection broke mid-transfer (bytes were lost on the way)."""
-    with contextlib.suppress(OSError):
-        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from pfcompose.connstats import format_seconds
-from pfcompose.status import format_bytes, ports_text
+from pfcompose.daemon.status import format_bytes, ports_text
+from pfcompose.up.connstats import format_seconds
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from pfcompose.control import Connection, ProjectPaths
+    from pfcompose.daemon.control import ControlClient, ProjectPaths
 
 __all__ = [
     "MAX_FPS",
@@ -336,9 +336,9 @@ def plain_lines(model: TopModel) -> list[str]:
 # -- talking to the project --------------------------------------------------------------------
 
 
-async def connect_project(project: str) -> tuple[Connection, ProjectPaths, str]:
+async def connect_project(project: str) -> tuple[ControlClient, ProjectPaths, str]:
     """The daemon's channel, else a foreground ``up``'s; NotRunning if neither answers."""
-    from pfcompose.control import NotRunning, call, connect, foreground_paths, project_paths
+    from pfcompose.daemon.control import NotRunning, call, connect, foreground_paths, project_paths
 
     for paths in (project_paths(project), foreground_paths(project)):
         try:
@@ -435,7 +435,7 @@ async def run_tty(project: str, names: Sequence[str], *, interval: float = 0.5) 
     from rich.console import Console
     from rich.live import Live
 
-    from pfcompose.control import ControlError, call
+    from pfcompose.daemon.control import ControlError, call
 
     console = Console()
     model = TopModel()

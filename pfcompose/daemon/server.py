@@ -1,13 +1,13 @@
 """``up -d``: one supervisor process per project that outlives the shell.
 
 The CLI starts a lean interpreter (as ``up``'s foreground runtime, see
-:mod:`pfcompose.runtime`) in a new session (so the terminal's Ctrl-C and hang-up
+:mod:`pfcompose.up.runtime`) in a new session (so the terminal's Ctrl-C and hang-up
 do not reach it), hands it a :class:`Launch` on stdin and reads
 exactly one line back on a pipe: ``{"ok": true, "pid": …}`` once the control socket
 is listening and the forwards are starting, or ``{"ok": false, "error": …}``. There
 is no polling for a socket to appear. From then on everything — ``ps``, ``logs``,
 ``down``, reconciling after the file changed — goes through the control socket
-(:mod:`pfcompose.control`), and the daemon answers from the supervisor's own state.
+(:mod:`pfcompose.daemon.control`), and the daemon answers from the supervisor's own state.
 
 The CLI sends the plan it validated (and printed any problem of) and the
 kubeconfig contexts it evaluated, so what runs is exactly what ``pfcompose
@@ -31,8 +31,7 @@ import trio
 
 from pfcompose import __version__
 from pfcompose.config.spec import ForwardSpec, Plan
-from pfcompose.connstats import project_snapshot
-from pfcompose.control import (
+from pfcompose.daemon.control import (
     ControlError,
     DaemonLock,
     InFlight,
@@ -42,19 +41,20 @@ from pfcompose.control import (
     project_paths,
     serve,
 )
-from pfcompose.eventlog import EventLog, EventLogFile, matches
-from pfcompose.events import Event, EventSink, fan_out
-from pfcompose.forward import ForwardStatus
+from pfcompose.daemon.eventlog import EventLog, EventLogFile, matches
+from pfcompose.daemon.status import gave_up, is_ready, status_record
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
-from pfcompose.launch import Launch, import_path, lean_argv
-from pfcompose.observe import run_metrics, subscribe
 from pfcompose.platform import O_CLOEXEC, ipc
 from pfcompose.platform.process import detach_options
-from pfcompose.portsenv import PortsEnvFile
-from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
-from pfcompose.runtime import forward_access
-from pfcompose.status import gave_up, is_ready, status_record
-from pfcompose.supervisor import Supervisor
+from pfcompose.up.connstats import project_snapshot
+from pfcompose.up.events import Event, EventSink, fan_out
+from pfcompose.up.forward import ForwardStatus
+from pfcompose.up.launch import Launch, import_path, lean_argv
+from pfcompose.up.observe import run_metrics, subscribe
+from pfcompose.up.portsenv import PortsEnvFile
+from pfcompose.up.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
+from pfcompose.up.runtime import forward_access
+from pfcompose.up.supervisor import Supervisor
 
 __all__ = ["READY_TIMEOUT", "Daemon", "daemon_main", "spawn"]
 
@@ -315,7 +315,7 @@ def _kind_in(record: Mapping[str, Any], kinds: set[str]) -> bool:
 
 _BOOT = (
     "import sys, json; d = json.loads(sys.stdin.readline()); sys.path[:0] = d['path']; "
-    "from pfcompose.daemon import daemon_main; sys.exit(daemon_main(d['launch']))"
+    "from pfcompose.daemon.server import daemon_main; sys.exit(daemon_main(d['launch']))"
 )
 
 
@@ -384,7 +384,7 @@ async def spawn(
 ) -> dict[str, Any]:
     """Start the daemon and return its one ready line (``ok`` false: ``error`` says why).
 
-    It runs lean, as ``up``'s foreground runtime does (:mod:`pfcompose.runtime`).
+    It runs lean, as ``up``'s foreground runtime does (:mod:`pfcompose.up.runtime`).
     """
     plan_name = launch.plan.name
     paths.stderr.parent.mkdir(parents=True, exist_ok=True)

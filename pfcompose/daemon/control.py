@@ -38,6 +38,7 @@ from pfcompose.platform.locks import FileLock
 __all__ = [
     "MAX_LINE",
     "PROTOCOL_VERSION",
+    "ControlClient",
     "ControlError",
     "DaemonLock",
     "Handler",
@@ -348,8 +349,9 @@ async def _answer(line: bytes, handler: Handler, send: Reply) -> None:
 # -- client ------------------------------------------------------------------------------
 
 
-class Connection:
-    """A client connection to one daemon; requests are answered in order."""
+class ControlClient:
+    """A client of one daemon's control socket (ps, logs, top, down …); requests are
+    answered in order."""
 
     def __init__(self, stream: trio.abc.Stream, paths: ProjectPaths) -> None:
         self._stream = stream
@@ -401,7 +403,7 @@ class Connection:
         return result
 
 
-async def connect(paths: ProjectPaths) -> Connection:
+async def connect(paths: ProjectPaths) -> ControlClient:
     """Connect to the project's daemon; a stale socket is removed and NotRunning raised."""
     try:
         stream = await ipc.connect_control(paths.socket)
@@ -411,7 +413,7 @@ async def connect(paths: ProjectPaths) -> Connection:
             message = f"project {paths.project} is not running"
             raise NotRunning(message) from None
         raise ControlError(f"cannot reach the {paths.project} daemon: {exc.strerror}") from None
-    return Connection(stream, paths)
+    return ControlClient(stream, paths)
 
 
 async def call(paths: ProjectPaths, op: str, **args: Any) -> Any:

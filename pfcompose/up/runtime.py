@@ -1,6 +1,6 @@
 """The long-running half of ``pfcompose up``: run a validated plan until stopped.
 
-This is what the lean process (:mod:`pfcompose.launch`) runs, and also what runs
+This is what the lean process (:mod:`pfcompose.up.launch`) runs, and also what runs
 in-process (tests, ``--sandbox``, ``PFCOMPOSE_LEAN=0``), so there is one
 implementation of the foreground runtime. It imports trio, h11, wsproto and the
 forwarding modules, never click, pydantic, yaml or the kubernetes package.
@@ -14,10 +14,8 @@ from typing import Any
 import trio
 
 from pfcompose.config.spec import Plan
-from pfcompose.eventlog import EventLogFile
-from pfcompose.events import EventSink, fan_out
+from pfcompose.daemon.eventlog import EventLogFile
 from pfcompose.exitcodes import ExitCode
-from pfcompose.forward import AccessLoader
 from pfcompose.kube.cache import (
     AccessCache,
     Evaluator,
@@ -25,11 +23,13 @@ from pfcompose.kube.cache import (
     evaluate_in_subprocess,
     evaluate_in_thread,
 )
-from pfcompose.launch import Launch
-from pfcompose.portsenv import PortsEnvFile
-from pfcompose.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
-from pfcompose.supervisor import Supervisor
-from pfcompose.ui import JsonSink, TerminalSink
+from pfcompose.up.events import EventSink, fan_out
+from pfcompose.up.forward import AccessLoader
+from pfcompose.up.launch import Launch
+from pfcompose.up.portsenv import PortsEnvFile
+from pfcompose.up.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
+from pfcompose.up.supervisor import Supervisor
+from pfcompose.up.ui import JsonSink, TerminalSink
 
 __all__ = [
     "Main",
@@ -75,7 +75,7 @@ def only_interrupts(exc: BaseException) -> bool:
 async def supervise(
     plan: Plan, emit: EventSink, loader: AccessLoader, output_closed: OutputClosed
 ) -> ExitCode:
-    from pfcompose.observe import observing  # metrics, and the channel ``top`` uses
+    from pfcompose.up.observe import observing  # metrics, and the channel ``top`` uses
 
     supervisor = Supervisor(plan.forwards.values(), loader, emit=emit)
     output_closed.attach(supervisor.request_stop)
@@ -157,7 +157,7 @@ def forward_access(launch: Launch, evaluate: Evaluator) -> ForwardAccess:
 
 
 def main(data: dict[str, Any]) -> int:
-    """Entry of the lean process (see :data:`pfcompose.launch._BOOT`)."""
+    """Entry of the lean process (see :data:`pfcompose.up.launch._BOOT`)."""
     launch = Launch.from_json(data)
     del data
     release_free_memory()

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from pfcompose.config.spec import ForwardSpec
+from pfcompose.config.target import PodTarget, ServiceTarget, WorkloadTarget
 from pfcompose.kube.client import KubeApiError, KubeClient
 from pfcompose.wire.dial import dial_channel
 from pfcompose.wire.endpoint import Endpoint
@@ -85,24 +86,24 @@ def needs(spec: ForwardSpec, namespace: str,
     """
     ns = namespace
     required: list[Need] = []
-    target = spec.target or ""
-    kind, _, name = target.partition("/")
+    to = spec.to
     pod_name = ""
-    if kind == "pod":
-        pod_name = name
-        required.append(Need("get", "pods", ns, name=name))
-    elif kind == "service":
-        required.append(Need("get", "services", ns, name=name))
+    if isinstance(to, PodTarget):
+        pod_name = to.name
+        required.append(Need("get", "pods", ns, name=to.name))
+    elif isinstance(to, ServiceTarget):
+        required.append(Need("get", "services", ns, name=to.name))
         required.append(Need("list", "pods", ns))
-    elif kind in _WORKLOAD_RESOURCES:
-        required.append(Need("get", _WORKLOAD_RESOURCES[kind], ns, group="apps", name=name))
+    elif isinstance(to, WorkloadTarget) and to.kind in _WORKLOAD_RESOURCES:
+        resource = _WORKLOAD_RESOURCES[to.kind]
+        required.append(Need("get", resource, ns, group="apps", name=to.name))
         required.append(Need("list", "pods", ns))
     else:
         required.append(Need("list", "pods", ns))
-    if kind == "pod":
+    if isinstance(to, PodTarget):
         required.append(Need("list", "pods", ns))  # the reconnect wait LISTs, then WATCHes
     required.append(Need("watch", "pods", ns))
-    if spec.transport == "websocket" and kind != "pod":
+    if spec.transport == "websocket" and not isinstance(to, PodTarget):
         required.append(Need("get", "pods", ns))  # the transport polls its pod
 
     def pf(verb: str) -> Need:

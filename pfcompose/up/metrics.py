@@ -29,7 +29,7 @@ MAX_REQUEST = 16 * 1024
 REQUEST_TIMEOUT = 10.0
 
 Snapshot = Callable[[], Mapping[str, Any]]
-"""Returns :func:`pfcompose.connstats.project_snapshot`'s dict, on the trio thread."""
+"""Returns :func:`pfcompose.up.connstats.project_snapshot`'s dict, on the trio thread."""
 
 _UP_STATES = ("starting", "resolving", "connecting", "ready", "reconnecting")
 

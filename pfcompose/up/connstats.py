@@ -1,8 +1,8 @@
 """Per-connection accounting turned into words and snapshots.
 
-The counting itself happens in :mod:`pfcompose.connection`'s copy loops (plain int
-adds into :class:`~pfcompose.connection.ConnStats` and the forward's
-:class:`~pfcompose.connection.Traffic`). This module only reads those counters:
+The counting itself happens in :mod:`pfcompose.up.connection`'s copy loops (plain int
+adds into :class:`~pfcompose.up.connection.ConnStats` and the forward's
+:class:`~pfcompose.up.connection.Traffic`). This module only reads those counters:
 the one line an ended connection leaves in the event log, and the JSON snapshot
 of a forward that the control channel pushes to ``pfcompose top`` and that the
 metrics endpoint renders. Nothing here runs per chunk.
@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pfcompose.connection import LATENCY_BUCKETS, RESULTS
+from pfcompose.up.connection import LATENCY_BUCKETS, RESULTS
 
 if TYPE_CHECKING:
     import trio
 
     from pfcompose.config.spec import ForwardSpec
-    from pfcompose.forward import ForwardStatus
+    from pfcompose.up.forward import ForwardStatus
 
 __all__ = [
     "closed_message",
@@ -60,7 +60,7 @@ def format_seconds(seconds: float) -> str:
 def closed_message(record: Mapping[str, Any]) -> str:
     """``connection from 127.0.0.1:40312 to 8080 ended after 12ms: 5 B in, 5 B out; ok
     (local close)`` — the line ``logs --connections`` prints."""
-    from pfcompose.status import format_bytes
+    from pfcompose.daemon.status import format_bytes
 
     return (
         f"connection from {record['peer']} to {record['local']} ended after "
@@ -83,7 +83,7 @@ def forward_snapshot(
     status: ForwardStatus, spec: ForwardSpec | None = None, *, now: float | None = None
 ) -> dict[str, Any]:
     """``ps``'s record of a forward plus its connection accounting (JSON-safe)."""
-    from pfcompose.status import status_record
+    from pfcompose.daemon.status import status_record
 
     now = time.time() if now is None else now
     traffic = status.traffic

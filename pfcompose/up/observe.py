@@ -4,11 +4,11 @@
   the supervisor pushes a snapshot of every forward's counters every ``interval``
   seconds (at most 4 a second) until the client goes away — ``pfcompose top``
   never polls and never asks the kernel.
-* :func:`run_metrics`: the Prometheus endpoint (:mod:`pfcompose.metrics`) beside
+* :func:`run_metrics`: the Prometheus endpoint (:mod:`pfcompose.up.metrics`) beside
   the supervisor, in the daemon and in a foreground ``up``.
 * :class:`ForegroundControl`: a foreground ``up`` had no control channel; it now
   serves ``info``, ``ps``, ``subscribe`` and ``restart`` on a socket of its own
-  (:func:`~pfcompose.control.foreground_paths`), held with a lock as the daemon's.
+  (:func:`~pfcompose.daemon.control.foreground_paths`), held with a lock as the daemon's.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from pfcompose.connstats import project_snapshot
-from pfcompose.events import Event, EventSink, Kind
+from pfcompose.up.connstats import project_snapshot
+from pfcompose.up.events import Event, EventSink, Kind
 
 if TYPE_CHECKING:
     from pfcompose.config.spec import ForwardSpec, Plan
-    from pfcompose.control import Reply
-    from pfcompose.forward import ForwardStatus
-    from pfcompose.supervisor import Supervisor
+    from pfcompose.daemon.control import Reply
+    from pfcompose.up.forward import ForwardStatus
+    from pfcompose.up.supervisor import Supervisor
 
 __all__ = [
     "MIN_INTERVAL",
@@ -80,7 +80,7 @@ async def run_metrics(
 ) -> None:
     """Serve metrics on ``listen`` until cancelled; a port that cannot be bound is one
     error line (the forwards go on without metrics)."""
-    from pfcompose.metrics import bind_metrics, listener_url, serve_metrics
+    from pfcompose.up.metrics import bind_metrics, listener_url, serve_metrics
 
     try:
         listener = await bind_metrics(listen)
@@ -115,7 +115,7 @@ class ForegroundControl:
         return sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
 
     def _check(self, names: Sequence[str]) -> None:
-        from pfcompose.control import ControlError
+        from pfcompose.daemon.control import ControlError
 
         unknown = [name for name in names if name not in self._specs()]
         if unknown:
@@ -123,7 +123,7 @@ class ForegroundControl:
 
     async def handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
         """One request; a bug answering it is an error answer, never the end of ``up``."""
-        from pfcompose.control import ControlError
+        from pfcompose.daemon.control import ControlError
 
         try:
             return await self._handle(op, args, send)
@@ -133,8 +133,8 @@ class ForegroundControl:
             raise ControlError(f"internal error: {type(exc).__name__}: {exc}") from exc
 
     async def _handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
-        from pfcompose.control import ControlError
-        from pfcompose.status import status_record
+        from pfcompose.daemon.control import ControlError
+        from pfcompose.daemon.status import status_record
 
         names = [str(name) for name in args.get("names") or ()]
         if op == "info":
@@ -174,7 +174,13 @@ async def _serve_foreground(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hold the foreground lock and serve its socket; no lock or socket: go on without."""
-    from pfcompose.control import ControlError, DaemonLock, bind_socket, foreground_paths, serve
+    from pfcompose.daemon.control import (
+        ControlError,
+        DaemonLock,
+        bind_socket,
+        foreground_paths,
+        serve,
+    )
 
     try:
         paths = foreground_paths(control.plan.name)

@@ -1,6 +1,6 @@
 """What ``ps`` (and ``up -d``) show: one row per forward, as a table or JSON.
 
-The daemon turns each :class:`~pfcompose.forward.ForwardStatus` into a plain JSON
+The daemon turns each :class:`~pfcompose.up.forward.ForwardStatus` into a plain JSON
 record (:func:`status_record`); the CLI renders records. Keeping the record the unit
 means ``ps --format json`` and the table can never disagree. The state words are
 what the supervisor measured — a session that answers pings is ``ready``, one being
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # importing forward.py pulls in the kubernetes package: slow for `ps`
     from pfcompose.config import ForwardSpec
-    from pfcompose.forward import ForwardStatus
+    from pfcompose.up.forward import ForwardStatus
 
 __all__ = [
     "COLUMNS",
@@ -142,7 +142,7 @@ def format_duration(seconds: float | None) -> str:
 
 
 def join_host_port(host: str, port: int) -> str:
-    """Go's ``net.JoinHostPort`` (as listeners.py): IPv6 literals in brackets."""
+    """Go's ``net.JoinHostPort`` (as config/listen.py): IPv6 literals in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -32,11 +32,11 @@ import h11
 import trio
 
 from pfcompose.config.healthspec import HealthSpec
-from pfcompose.events import Event, Kind
-from pfcompose.portsenv import env_key
+from pfcompose.up.events import Event, Kind
+from pfcompose.up.portsenv import env_key
 
 if TYPE_CHECKING:
-    from pfcompose.forward import Forward
+    from pfcompose.up.forward import Forward
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A bounded in-memory ring answers ``pfcompose logs`` quickly and feeds ``logs -f``
 followers; a JSON-lines file (rotated by size, so hours of connection lines cannot
 fill a disk) keeps the history past the ring and past the daemon. Both are an
-:data:`~pfcompose.events.EventSink`: synchronous and never blocking the trio loop on
+:data:`~pfcompose.up.events.EventSink`: synchronous and never blocking the trio loop on
 a slow follower — a follower that falls behind is cut off with a note, not waited for.
 """
 
@@ -19,8 +19,8 @@ from typing import Any, TextIO
 
 import trio
 
-from pfcompose.events import Event, Kind
 from pfcompose.platform import O_CLOEXEC
+from pfcompose.up.events import Event, Kind
 
 __all__ = [
     "DEFAULT_BACKUPS",

@@ -5,7 +5,7 @@ takes click, pyyaml, pydantic and the kubernetes package; forwarding bytes for
 hours takes trio and this package's wire code. So once the command line has a
 valid plan and an evaluated kubeconfig, it *replaces itself* (``execve``: same
 PID, same terminal, same signals) with a lean interpreter that imports only the
-forwarding modules (:mod:`pfcompose.runtime`): ``python -S`` (no ``site`` hooks)
+forwarding modules (:mod:`pfcompose.up.runtime`): ``python -S`` (no ``site`` hooks)
 given the parent's ``sys.path``, and the plan as JSON on an inherited memory file
 (``memfd``). Re-evaluating credentials later (an exec plugin's token expired, a
 kubeconfig changed) runs the kubernetes package in a short-lived helper process
@@ -80,7 +80,7 @@ class Launch:
 _BOOT = (
     "import sys, os, json; f = os.fdopen(int(sys.argv[1]), 'rb'); d = json.load(f); "
     "f.close(); sys.path[:0] = d.pop('path'); "
-    "from pfcompose.runtime import main; box = [d]; del d; sys.exit(main(box.pop()))"
+    "from pfcompose.up.runtime import main; box = [d]; del d; sys.exit(main(box.pop()))"
 )
 
 
@@ -93,7 +93,7 @@ def lean_argv(boot: str, *args: str) -> list[str]:
 def import_path() -> list[str]:
     """This process's import path, with this package's root first (an editable
     install is found through a ``site`` hook the lean process does not run)."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding pfcompose/
     return [root, *(entry for entry in sys.path if entry != root)]
 
 

@@ -34,8 +34,8 @@ from typing import Any
 import trio
 
 from pfcompose.kube.access import KubeConfigError
-from pfcompose.listeners import set_linger_reset
 from pfcompose.platform.sockets import writable_now
+from pfcompose.up.listeners import set_linger_reset
 from pfcompose.wire.channel import ChannelClient
 from pfcompose.wire.dial import dial_channel
 from pfcompose.wire.endpoint import Endpoint

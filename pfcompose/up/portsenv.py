@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from pfcompose.events import Event, Kind
+from pfcompose.up.events import Event, Kind
 
 __all__ = ["PortsEnvFile", "env_key", "render"]
 

@@ -23,16 +23,6 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from pfcompose.config.spec import ForwardSpec
-from pfcompose.connection import (
-    ConnStats,
-    Outcome,
-    Traffic,
-    forward_over_channel,
-    forward_over_session,
-)
-from pfcompose.connstats import closed_message, peer_of
-from pfcompose.events import Event, EventSink, Kind
-from pfcompose.health import HealthChecker
 from pfcompose.kube import (
     ClusterAccess,
     KubeApiError,
@@ -44,8 +34,18 @@ from pfcompose.kube import (
     pod_query,
     resolve,
 )
-from pfcompose.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
-from pfcompose.permissions import forbidden_line, probe_portforward
+from pfcompose.kube.permissions import forbidden_line, probe_portforward
+from pfcompose.up.connection import (
+    ConnStats,
+    Outcome,
+    Traffic,
+    forward_over_channel,
+    forward_over_session,
+)
+from pfcompose.up.connstats import closed_message, peer_of
+from pfcompose.up.events import Event, EventSink, Kind
+from pfcompose.up.health import HealthChecker
+from pfcompose.up.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
 from pfcompose.wire.dial import dial_spdy, fallback_reason
 from pfcompose.wire.endpoint import Endpoint, tune_socket
 from pfcompose.wire.errors import UpgradeError
@@ -162,8 +162,7 @@ def _waiting_for_pod(exc: Exception, spec: ForwardSpec) -> bool:
     """No pod to forward to yet: not running, none ready, or (``pod/NAME``) gone."""
     if isinstance(exc, PodNotRunning | NoReadyPod):
         return True
-    target = spec.target or ""
-    return isinstance(exc, KubeApiError) and exc.status == 404 and target.startswith("pod/")
+    return isinstance(exc, KubeApiError) and exc.status == 404 and spec.names_a_pod
 
 
 async def _until_gone(link: Link, wait: Callable[[], Awaitable[str | None]]) -> str | None:
@@ -514,7 +513,7 @@ class Forward:
         path = f"/api/v1/namespaces/{namespace}/pods"
         listed = await client.get(path, query)
         version = str(listed.get("metadata", {}).get("resourceVersion", ""))
-        wants_running_only = bool(self.spec.target and self.spec.target.startswith("pod/"))
+        wants_running_only = self.spec.names_a_pod
         async with aclosing(client.watch(path, {**query, "resourceVersion": version})) as events:
             async for event in events:
                 pod = event.get("object") or {}
@@ -601,7 +600,7 @@ class Forward:
                 continue
             except Exception:  # the API server is unreachable: the pod may be fine
                 continue
-            if self.spec.target and self.spec.target.startswith("pod/"):
+            if self.spec.names_a_pod:
                 if obj.get("status", {}).get("phase") != "Running":
                     return "pod is not running"
             elif not is_ready_pod(obj):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
-from pfcompose.events import Event, Kind
+from pfcompose.up.events import Event, Kind
 
 # Compose's palette order, skipping colours that vanish on dark or light backgrounds.
 _COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
