@@ -27,13 +27,27 @@ __all__ = ["check", "run_check"]
 @click.command("check")
 @click.argument("names", nargs=-1, metavar="[FORWARD]...")
 @plan_options
-@click.option("--kubeconfig", default=None, metavar="PATH",
-              help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).")
-@click.option("--context", "context", default=None, metavar="NAME",
-              help="Kubeconfig context; overrides defaults.context (a forward's own wins).")
+@click.option(
+    "--kubeconfig",
+    default=None,
+    metavar="PATH",
+    help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
+)
+@click.option(
+    "--context",
+    "context",
+    default=None,
+    metavar="NAME",
+    help="Kubeconfig context; overrides defaults.context (a forward's own wins).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per forward.")
-def check(names: Sequence[str], kubeconfig: str | None, context: str | None, as_json: bool,
-          **plan_kwargs: Any) -> None:
+def check(
+    names: Sequence[str],
+    kubeconfig: str | None,
+    context: str | None,
+    as_json: bool,
+    **plan_kwargs: Any,
+) -> None:
     """Ask the API server whether each forward is allowed (RBAC), without connecting.
 
     Exit status: 0 when every forward is allowed, 1 when a rule is missing or the
@@ -46,8 +60,9 @@ def check(names: Sequence[str], kubeconfig: str | None, context: str | None, as_
     raise click.exceptions.Exit(run_check(plan, kubeconfig, context, as_json=as_json))
 
 
-def run_check(plan: Plan, kubeconfig: str | None, context: str | None, *,
-              as_json: bool = False) -> ExitCode:
+def run_check(
+    plan: Plan, kubeconfig: str | None, context: str | None, *, as_json: bool = False
+) -> ExitCode:
     """Check every forward of ``plan``, printing one line each; OK only if all are allowed."""
     import trio
 
@@ -63,8 +78,9 @@ def run_check(plan: Plan, kubeconfig: str | None, context: str | None, *,
     return ExitCode.OK if all(r.ok for r in results) else ExitCode.FAILURE
 
 
-async def _check_all(plan: Plan, kubeconfig: str | None, context: str | None,
-                     show: Any) -> list[ForwardCheck]:
+async def _check_all(
+    plan: Plan, kubeconfig: str | None, context: str | None, show: Any
+) -> list[ForwardCheck]:
     from pfcompose.kube import KubeApiError, KubeClient, KubeConfigError, KubeConnectionError
     from pfcompose.kube.access import ClusterAccess, chosen_context
     from pfcompose.kube.kubeconfig import load_access
@@ -92,8 +108,9 @@ async def _check_all(plan: Plan, kubeconfig: str | None, context: str | None,
                 result = await check_forward(client, spec, namespace, versions[used])
             except (KubeApiError, KubeConnectionError) as exc:
                 text = " ".join(str(exc).split())
-                result = ForwardCheck(spec.name, namespace,
-                                      error=f"cannot ask the API server: {text}")
+                result = ForwardCheck(
+                    spec.name, namespace, error=f"cannot ask the API server: {text}"
+                )
         results.append(result)
         show(result)
     return results

@@ -234,8 +234,11 @@ class _LogPrinter:
 )
 @click.option("-t", "--timestamps", is_flag=True, help="Show the time of each event.")
 @click.option("--no-color", is_flag=True, help="No colours, even on a terminal.")
-@click.option("--connections", is_flag=True,
-              help="Only each connection's end: peer, duration, bytes each way, how it ended.")
+@click.option(
+    "--connections",
+    is_flag=True,
+    help="Only each connection's end: peer, duration, bytes each way, how it ended.",
+)
 @click.option(
     "--log-file",
     type=_PATH,
@@ -267,7 +270,11 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
             known = [r["name"] for r in state["forwards"]]
             printer = _LogPrinter(known or names, timestamps, colour, connections)
             answers = await conn.request(
-                "logs", names=list(names), since=since_time, follow=follow, tail=tail,
+                "logs",
+                names=list(names),
+                since=since_time,
+                follow=follow,
+                tail=tail,
                 **({"kinds": kinds} if kinds else {}),
             )
             async for message in answers:

@@ -67,14 +67,33 @@ class _RunCommand(click.Command):
 @click.command("run", cls=_RunCommand)
 @click.argument("names", nargs=-1, metavar="[FORWARD]...", shell_complete=complete_forward_names)
 @plan_options
-@click.option("--wait-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              metavar="SECONDS", help="How long to wait for the forwards to be ready/healthy.")
-@click.option("--kubeconfig", default=None, metavar="PATH",
-              help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).")
-@click.option("--context", "context", default=None, metavar="NAME",
-              help="Kubeconfig context; overrides defaults.context (a forward's own wins).")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Print every event to stderr, not only failures and reconnects.")
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the forwards to be ready/healthy.",
+)
+@click.option(
+    "--kubeconfig",
+    default=None,
+    metavar="PATH",
+    help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
+)
+@click.option(
+    "--context",
+    "context",
+    default=None,
+    metavar="NAME",
+    help="Kubeconfig context; overrides defaults.context (a forward's own wins).",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Print every event to stderr, not only failures and reconnects.",
+)
 @click.pass_context
 def run(ctx: click.Context, /, names: Sequence[str], wait_timeout: float, kubeconfig: str | None,
         context: str | None, verbose: bool, **plan_kwargs: Any) -> None:  # fmt: skip
@@ -365,8 +384,14 @@ def port(forward: str, remote: str, **plan_kwargs: Any) -> None:
 @click.command("wait")
 @click.argument("names", nargs=-1, metavar="[FORWARD]...", shell_complete=complete_forward_names)
 @plan_options
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              metavar="SECONDS", help="How long to wait.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait.",
+)
 def wait(names: Sequence[str], timeout: float, **plan_kwargs: Any) -> None:
     """Wait until the running project's forwards (or the FORWARDs named) are ready, and
     healthy where they have a health check; exit 1 if not within --timeout (or one

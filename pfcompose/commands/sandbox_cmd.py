@@ -23,37 +23,97 @@ _PATH = click.Path(path_type=Path)
 
 
 @click.command("sandbox")
-@click.option("--state", "state_file", type=_PATH, default=None, metavar="FILE",
-              help="Objects of the emulated cluster (YAML; see docs/sandbox.md).")
-@click.option("--from", "from_file", type=_PATH, default=None, metavar="FILE",
-              help="Synthesise objects that satisfy every forward of this forwards.yaml.")
-@click.option("--listen", default="127.0.0.1:0", metavar="HOST:PORT", show_default=True,
-              help="Address of the API server (port 0: a free port).")
-@click.option("--kubeconfig-out", type=_PATH, default=None, metavar="PATH",
-              help="Where to write the kubeconfig (default: a temporary file, removed at exit).")
+@click.option(
+    "--state",
+    "state_file",
+    type=_PATH,
+    default=None,
+    metavar="FILE",
+    help="Objects of the emulated cluster (YAML; see docs/sandbox.md).",
+)
+@click.option(
+    "--from",
+    "from_file",
+    type=_PATH,
+    default=None,
+    metavar="FILE",
+    help="Synthesise objects that satisfy every forward of this forwards.yaml.",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:0",
+    metavar="HOST:PORT",
+    show_default=True,
+    help="Address of the API server (port 0: a free port).",
+)
+@click.option(
+    "--kubeconfig-out",
+    type=_PATH,
+    default=None,
+    metavar="PATH",
+    help="Where to write the kubeconfig (default: a temporary file, removed at exit).",
+)
 @click.option("--tls", is_flag=True, help="Serve HTTPS with a CA generated at start.")
-@click.option("--require-client-cert", is_flag=True,
-              help="With --tls: require the client certificate written to the kubeconfig.")
-@click.option("--token", default=None, metavar="TOKEN",
-              help="Require 'Authorization: Bearer TOKEN' (written to the kubeconfig).")
-@click.option("--token-ttl", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
-              help="Require short-lived tokens the sandbox mints; the kubeconfig's user is "
-                   "the sandbox's exec plugin (pfcompose/sandbox/execplugin.py) fetching them.")
-@click.option("--proxy", type=click.Choice(["http", "https", "socks5"]), default=None,
-              help="Also run a proxy in front of the API server; the kubeconfig's "
-                   "proxy-url points at it (https implies --tls).")
-@click.option("--proxy-auth", default=None, metavar="USER:PASSWORD",
-              help="With --proxy: require these proxy credentials (put in the proxy-url).")
-@click.option("--gateway", default=None, metavar="websocket-only|idle=SECONDS",
-              help="Put a gateway in front of the API server (the kubeconfig's server): "
-                   "one that refuses SPDY upgrades, or one that cuts idle connections.")
-@click.option("--emulate", type=click.Choice(["1.29", "1.35", "1.36"]), default=None,
-              help="Play an older (1.29: no WebSocket tunnel) or newer (1.36: WebSocket "
-                   "passed through to the kubelet) API server.")
-def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
-            kubeconfig_out: Path | None, tls: bool, require_client_cert: bool,
-            token: str | None, proxy: str | None, proxy_auth: str | None,
-            gateway: str | None, emulate: str | None, token_ttl: float | None) -> None:
+@click.option(
+    "--require-client-cert",
+    is_flag=True,
+    help="With --tls: require the client certificate written to the kubeconfig.",
+)
+@click.option(
+    "--token",
+    default=None,
+    metavar="TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' (written to the kubeconfig).",
+)
+@click.option(
+    "--token-ttl",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Require short-lived tokens the sandbox mints; the kubeconfig's user is "
+    "the sandbox's exec plugin (pfcompose/sandbox/execplugin.py) fetching them.",
+)
+@click.option(
+    "--proxy",
+    type=click.Choice(["http", "https", "socks5"]),
+    default=None,
+    help="Also run a proxy in front of the API server; the kubeconfig's "
+    "proxy-url points at it (https implies --tls).",
+)
+@click.option(
+    "--proxy-auth",
+    default=None,
+    metavar="USER:PASSWORD",
+    help="With --proxy: require these proxy credentials (put in the proxy-url).",
+)
+@click.option(
+    "--gateway",
+    default=None,
+    metavar="websocket-only|idle=SECONDS",
+    help="Put a gateway in front of the API server (the kubeconfig's server): "
+    "one that refuses SPDY upgrades, or one that cuts idle connections.",
+)
+@click.option(
+    "--emulate",
+    type=click.Choice(["1.29", "1.35", "1.36"]),
+    default=None,
+    help="Play an older (1.29: no WebSocket tunnel) or newer (1.36: WebSocket "
+    "passed through to the kubelet) API server.",
+)
+def sandbox(
+    state_file: Path | None,
+    from_file: Path | None,
+    listen: str,
+    kubeconfig_out: Path | None,
+    tls: bool,
+    require_client_cert: bool,
+    token: str | None,
+    proxy: str | None,
+    proxy_auth: str | None,
+    gateway: str | None,
+    emulate: str | None,
+    token_ttl: float | None,
+) -> None:
     """Run an emulated Kubernetes API server and kubelet for port-forwards.
 
     kubectl and pfcompose port-forward through it as through a cluster; the pods'
@@ -67,6 +127,7 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
         raise click.UsageError("--proxy-auth needs --proxy and the form USER:PASSWORD")
     if gateway is not None:
         from pfcompose.sandbox.gateway import parse_gateway
+
         try:
             parse_gateway(gateway)
         except ValueError as exc:
@@ -89,8 +150,21 @@ def sandbox(state_file: Path | None, from_file: Path | None, listen: str,
         raise click.exceptions.Exit(ExitCode.CONFIG) from None
     keep_freed_buffers()  # the sandbox moves every byte of every benchmark too
     try:
-        trio.run(_run, state, host, int(port_text), kubeconfig_out, tls, require_client_cert,
-                 token, proxy, proxy_creds, gateway, emulate, token_ttl)
+        trio.run(
+            _run,
+            state,
+            host,
+            int(port_text),
+            kubeconfig_out,
+            tls,
+            require_client_cert,
+            token,
+            proxy,
+            proxy_creds,
+            gateway,
+            emulate,
+            token_ttl,
+        )
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -109,29 +183,56 @@ def _state_from_forwards(path: Path) -> State:
         raise click.exceptions.Exit(ExitCode.CONFIG) from None
 
 
-async def _run(state: State, host: str, port: int, kubeconfig_out: Path | None, tls: bool,
-               require_client_cert: bool, token: str | None, proxy: str | None = None,
-               proxy_creds: tuple[str, str] | None = None, gateway: str | None = None,
-               emulate: str | None = None, token_ttl: float | None = None) -> None:
+async def _run(
+    state: State,
+    host: str,
+    port: int,
+    kubeconfig_out: Path | None,
+    tls: bool,
+    require_client_cert: bool,
+    token: str | None,
+    proxy: str | None = None,
+    proxy_creds: tuple[str, str] | None = None,
+    gateway: str | None = None,
+    emulate: str | None = None,
+    token_ttl: float | None = None,
+) -> None:
     from pfcompose.sandbox.server import run_sandbox
+
     user, password = proxy_creds or (None, None)
-    async with run_sandbox(state, tls=tls, require_client_cert=require_client_cert,
-                           token=token, host=host, port=port,
-                           kubeconfig_path=kubeconfig_out, proxy=proxy, proxy_user=user,
-                           proxy_password=password, gateway=gateway, emulate=emulate,
-                           token_ttl=token_ttl) as sb:
+    async with run_sandbox(
+        state,
+        tls=tls,
+        require_client_cert=require_client_cert,
+        token=token,
+        host=host,
+        port=port,
+        kubeconfig_path=kubeconfig_out,
+        proxy=proxy,
+        proxy_user=user,
+        proxy_password=password,
+        gateway=gateway,
+        emulate=emulate,
+        token_ttl=token_ttl,
+    ) as sb:
         click.echo(f"Sandbox API server listening on {sb.url}")
         if sb.proxy is not None:
-            click.echo(f"Sandbox {sb.proxy.kind} proxy listening on "
-                       f"{sb.proxy.url(with_password=False)} (kubeconfig proxy-url)")
+            click.echo(
+                f"Sandbox {sb.proxy.kind} proxy listening on "
+                f"{sb.proxy.url(with_password=False)} (kubeconfig proxy-url)"
+            )
         if sb.gateway is not None:
-            click.echo(f"Sandbox {sb.gateway.mode} gateway listening on {sb.gateway.url} "
-                       "(kubeconfig server)")
+            click.echo(
+                f"Sandbox {sb.gateway.mode} gateway listening on {sb.gateway.url} "
+                "(kubeconfig server)"
+            )
         if sb.emulate is not None:
             click.echo(f"Emulating a {sb.emulate} API server")
         if token_ttl is not None:
-            click.echo(f"Tokens live {token_ttl:g}s (kubeconfig user: the exec plugin "
-                       "pfcompose/sandbox/execplugin.py)")
+            click.echo(
+                f"Tokens live {token_ttl:g}s (kubeconfig user: the exec plugin "
+                "pfcompose/sandbox/execplugin.py)"
+            )
         click.echo(f"kubeconfig written to {sb.kubeconfig_path} (context pfcompose-sandbox)")
         for pod in sorted(sb.state.pods.values(), key=lambda p: p.key):
             ports = ", ".join(
@@ -148,20 +249,36 @@ async def _run(state: State, host: str, port: int, kubeconfig_out: Path | None, 
 
 def demo_state() -> State:
     """The cluster ``pfcompose sandbox`` serves without --state/--from: a bit of each kind."""
-    return State.from_dict({
-        "pods": [
-            {"name": "echo", "labels": {"app": "echo"},
-             "ports": [{"containerPort": 5000, "name": "echo", "serve": "echo"}]},
-            {"name": "blob", "labels": {"app": "blob"},
-             "ports": [{"containerPort": 9000, "name": "blob", "serve": "blob"}]},
-        ],
-        "services": [
-            {"name": "web", "selector": {"app": "web"},
-             "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-        ],
-        "deployments": [
-            {"name": "web", "replicas": 2,
-             "template": {"labels": {"app": "web"},
-                          "ports": [{"containerPort": 8080, "name": "http", "serve": "http"}]}},
-        ],
-    })
+    return State.from_dict(
+        {
+            "pods": [
+                {
+                    "name": "echo",
+                    "labels": {"app": "echo"},
+                    "ports": [{"containerPort": 5000, "name": "echo", "serve": "echo"}],
+                },
+                {
+                    "name": "blob",
+                    "labels": {"app": "blob"},
+                    "ports": [{"containerPort": 9000, "name": "blob", "serve": "blob"}],
+                },
+            ],
+            "services": [
+                {
+                    "name": "web",
+                    "selector": {"app": "web"},
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+                },
+            ],
+            "deployments": [
+                {
+                    "name": "web",
+                    "replicas": 2,
+                    "template": {
+                        "labels": {"app": "web"},
+                        "ports": [{"containerPort": 8080, "name": "http", "serve": "http"}],
+                    },
+                },
+            ],
+        }
+    )

@@ -181,9 +181,7 @@ def _health_text(record: dict[str, Any]) -> str:
     return "-" if healthy is None else ("healthy" if healthy else "unhealthy")
 
 
-def render_screen(
-    model: TopModel, width: int = 120, height: int | None = None
-) -> RenderableType:
+def render_screen(model: TopModel, width: int = 120, height: int | None = None) -> RenderableType:
     """The whole frame: header, the forwards (or one forward's details), footer.
 
     With a ``height``, the details show as many recent connections as fit."""

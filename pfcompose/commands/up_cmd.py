@@ -43,21 +43,45 @@ LEAN_VARIABLE = "PFCOMPOSE_LEAN"
 @click.argument("names", nargs=-1, metavar="[FORWARD]...", shell_complete=complete_forward_names)
 @plan_options
 @lifecycle_options
-@click.option("--kubeconfig", default=None, metavar="PATH",
-              help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).")
-@click.option("--context", "context", default=None, metavar="NAME",
-              help="Kubeconfig context; overrides defaults.context (a forward's own wins).")
-@click.option("--sandbox", is_flag=True,
-              help="Start the embedded sandbox cluster from the file and forward through it.")
-@click.option("--quiet-connections", is_flag=True,
-              help='Do not print a "Handling connection for" line per connection.')
+@click.option(
+    "--kubeconfig",
+    default=None,
+    metavar="PATH",
+    help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
+)
+@click.option(
+    "--context",
+    "context",
+    default=None,
+    metavar="NAME",
+    help="Kubeconfig context; overrides defaults.context (a forward's own wins).",
+)
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Start the embedded sandbox cluster from the file and forward through it.",
+)
+@click.option(
+    "--quiet-connections",
+    is_flag=True,
+    help='Do not print a "Handling connection for" line per connection.',
+)
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
-@click.option("--check", "check_first", is_flag=True,
-              help="First check RBAC for every forward (as `pfcompose check`); exit 1 if any "
-                   "rule is missing.")
-@click.option("--metrics", "metrics", default=None, metavar="ADDR",
-              help="Serve Prometheus metrics on ADDR (HOST:PORT, :PORT or PORT; loopback "
-                   "only, the file's metrics.listen may name another address).")
+@click.option(
+    "--check",
+    "check_first",
+    is_flag=True,
+    help="First check RBAC for every forward (as `pfcompose check`); exit 1 if any "
+    "rule is missing.",
+)
+@click.option(
+    "--metrics",
+    "metrics",
+    default=None,
+    metavar="ADDR",
+    help="Serve Prometheus metrics on ADDR (HOST:PORT, :PORT or PORT; loopback "
+    "only, the file's metrics.listen may name another address).",
+)
 def up(
     names: Sequence[str],
     kubeconfig: str | None,

@@ -42,8 +42,10 @@ def parse_expect(value: int | str | list[int | str]) -> tuple[tuple[int, int], .
         else:
             match = _RANGE.match(str(item))
             if match is None:
-                raise ValueError(f'invalid status {item!r}: use a number such as 200 or a '
-                                 'range such as "200-299"')
+                raise ValueError(
+                    f"invalid status {item!r}: use a number such as 200 or a "
+                    'range such as "200-299"'
+                )
             low = int(match[1])
             high = int(match[2] or match[1])
         if not (100 <= low <= high <= 599):
@@ -75,12 +77,16 @@ def build_health(
     if kind is None and own is None:  # defaults' timings only, for forwards that check
         return None, []
     if kind is None:
-        return None, [block.problem('required key is missing: type (tcp, http or exec)')]
+        return None, [block.problem("required key is missing: type (tcp, http or exec)")]
     problems: list[Problem] = []
     if kind != "http":
         for field in _HTTP_ONLY:
-            if field in values and origins[field] is not None and own is not None and \
-                    getattr(own, field) is not None:
+            if (
+                field in values
+                and origins[field] is not None
+                and own is not None
+                and getattr(own, field) is not None
+            ):
                 problems.append(origins[field].problem(f"{field} applies to http checks only"))
     if kind != "exec" and own is not None and own.command is not None:
         problems.append(origins["command"].problem("command applies to exec checks only"))

@@ -115,11 +115,7 @@ def is_extension_key(path: tuple[str | int, ...], key: str) -> bool:
     """``x-`` keys are free-form at the top level, in ``defaults`` and in a forward."""
     if not key.startswith("x-"):
         return False
-    return (
-        len(path) == 0
-        or path == ("defaults",)
-        or (len(path) == 2 and path[0] == "forwards")
-    )
+    return len(path) == 0 or path == ("defaults",) or (len(path) == 2 and path[0] == "forwards")
 
 
 def interpolate(
@@ -142,8 +138,9 @@ def interpolate(
             warnings.extend(Problem.at(current.pos, format_path(where), w) for w in found)
             return Scalar(value, current.pos)
         if isinstance(current, Seq):
-            return Seq([walk(item, (*where, i)) for i, item in enumerate(current.items)],
-                       current.pos)
+            return Seq(
+                [walk(item, (*where, i)) for i, item in enumerate(current.items)], current.pos
+            )
         entries = {
             key: value if is_extension_key(where, key) else walk(value, (*where, key))
             for key, value in current.entries.items()

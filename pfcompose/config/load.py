@@ -236,9 +236,7 @@ class _Loader:
                 built.append(forward)
         return built
 
-    def _model(
-        self, cls: type[_M], node: Node | None, path: tuple[str | int, ...]
-    ) -> _M | None:
+    def _model(self, cls: type[_M], node: Node | None, path: tuple[str | int, ...]) -> _M | None:
         if node is None or (isinstance(node, Scalar) and node.value is None):
             if cls is Forward:
                 self.errors.append(Problem.at(
@@ -344,14 +342,22 @@ class _Loader:
         """A missing key reported at the forward's key line sorts after that forward's
         unknown keys: ``targt:`` explains "needs a target", so it is read first."""
         prefix = format_path(path) + "."
-        unknown = [p for p in self.errors if p.message.startswith("unknown key")
-                   and p.path.startswith(prefix) and p.line is not None]
+        unknown = [
+            p
+            for p in self.errors
+            if p.message.startswith("unknown key")
+            and p.path.startswith(prefix)
+            and p.line is not None
+        ]
         if not unknown:
             return
         last = max(unknown, key=lambda p: (p.line or 0, p.column or 0))
         for problem in problems:
-            if problem.path in (format_path(path), prefix + "ports") and problem.line is not None \
-                    and (problem.line, problem.column or 0) < (last.line or 0, last.column or 0):
+            if (
+                problem.path in (format_path(path), prefix + "ports")
+                and problem.line is not None
+                and (problem.line, problem.column or 0) < (last.line or 0, last.column or 0)
+            ):
                 self.sort_after[id(problem)] = last
 
     def _sorted(self, problems: list[Problem]) -> list[Problem]:
@@ -360,8 +366,12 @@ class _Loader:
             late = 1 if anchor is not problem else 0
             if anchor.file is None:
                 return (len(self.order) + 1, 0, 0, late)
-            return (self.order.get(anchor.file, len(self.order)), anchor.line or 0,
-                    anchor.column or 0, late)
+            return (
+                self.order.get(anchor.file, len(self.order)),
+                anchor.line or 0,
+                anchor.column or 0,
+                late,
+            )
 
         return sorted(problems, key=key)
 
@@ -418,7 +428,7 @@ def _validation_problems(
         if error["type"] == "missing":
             message = "required key is missing"
         elif message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+            message = message[len("Value error, ") :]
         problems.append(Problem.at(target.pos, format_path(path), _lower_first(message)))
     return problems
 

@@ -120,8 +120,8 @@ class HealthCheck(BaseModel):
         "a status in expect; exec: command exits 0",
     )
     port: int | str | None = Field(
-        default=None, description="the forward's remote port (number or name) to check "
-        "(default: its first port)",
+        default=None,
+        description="the forward's remote port (number or name) to check (default: its first port)",
     )
     path: str | None = Field(default=None, description='http: the path to GET (default "/")')
     expect: int | str | list[int | str] | None = Field(

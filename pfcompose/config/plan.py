@@ -173,8 +173,13 @@ def build_forward(
     elif fwd.target is not None and fwd.selector is not None:
         problems.append(here.child("selector").problem("set either target or selector, not both"))
     elif fwd.target is None and fwd.selector is None:
-        problems.append(Problem.at(key_pos or here.pos, format_path(here.path),
-                                   "a forward needs a target or a selector"))
+        problems.append(
+            Problem.at(
+                key_pos or here.pos,
+                format_path(here.path),
+                "a forward needs a target or a selector",
+            )
+        )
     elif fwd.target is not None:
         try:
             target = parse_target(fwd.target)
@@ -261,8 +266,9 @@ def _ports(
     origin = here.child("ports")
     if not fwd.ports:
         if fwd.ports is None and key_pos is not None:  # no ports key: at the forward's key
-            return [], [Problem.at(key_pos, format_path(origin.path),
-                                   "you must specify at least 1 port")]
+            return [], [
+                Problem.at(key_pos, format_path(origin.path), "you must specify at least 1 port")
+            ]
         return [], [origin.problem("you must specify at least 1 port")]
     sites: list[PortSite] = []
     problems: list[Problem] = []

@@ -60,8 +60,12 @@ def _yaml_health(health: HealthSpec) -> dict[str, Any]:
         out["insecure"] = health.insecure
     if health.kind == "exec":
         out["command"] = list(health.command)
-    out.update(interval=health.interval, timeout=health.timeout, retries=health.retries,
-               start_period=health.start_period)
+    out.update(
+        interval=health.interval,
+        timeout=health.timeout,
+        retries=health.retries,
+        start_period=health.start_period,
+    )
     return out
 
 

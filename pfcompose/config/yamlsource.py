@@ -148,13 +148,19 @@ class _Builder:
         self._count += 1
         if self._count > _MAX_NODES:
             raise _Fail(
-                Problem.at(_pos(self.file, node.start_mark), format_path(path),
-                           "document is too large (alias expansion)")
+                Problem.at(
+                    _pos(self.file, node.start_mark),
+                    format_path(path),
+                    "document is too large (alias expansion)",
+                )
             )
         if id(node) in self._active:
             raise _Fail(
-                Problem.at(_pos(self.file, node.start_mark), format_path(path),
-                           "an alias refers to a node that contains it")
+                Problem.at(
+                    _pos(self.file, node.start_mark),
+                    format_path(path),
+                    "an alias refers to a node that contains it",
+                )
             )
         self._active.add(id(node))
         try:
@@ -170,8 +176,11 @@ class _Builder:
     def _check_tag(self, node: ynodes.Node, expected: str, path: tuple[str | int, ...]) -> None:
         if node.tag != _TAG + expected:
             raise _Fail(
-                Problem.at(_pos(self.file, node.start_mark), format_path(path),
-                           f"unsupported tag {_short_tag(node.tag)}")
+                Problem.at(
+                    _pos(self.file, node.start_mark),
+                    format_path(path),
+                    f"unsupported tag {_short_tag(node.tag)}",
+                )
             )
 
     def _sequence(self, node: ynodes.SequenceNode, path: tuple[str | int, ...]) -> Seq:
@@ -194,8 +203,11 @@ class _Builder:
             if key in own:
                 first = own[key][0]
                 self.problems.append(
-                    Problem.at(key_pos, format_path((*path, key)),
-                               f'duplicate key "{key}" (first defined at line {first.line})')
+                    Problem.at(
+                        key_pos,
+                        format_path((*path, key)),
+                        f'duplicate key "{key}" (first defined at line {first.line})',
+                    )
                 )
                 continue
             own[key] = (key_pos, value_node)
@@ -226,8 +238,11 @@ class _Builder:
                 out.append(built)
             return out
         raise _Fail(
-            Problem.at(_pos(self.file, node.start_mark), format_path(path),
-                       "a << merge key needs a mapping or a list of mappings")
+            Problem.at(
+                _pos(self.file, node.start_mark),
+                format_path(path),
+                "a << merge key needs a mapping or a list of mappings",
+            )
         )
 
     def _scalar(self, node: ynodes.ScalarNode, path: tuple[str | int, ...]) -> Scalar:
@@ -246,7 +261,7 @@ class _Builder:
 
 
 def _short_tag(tag: str) -> str:
-    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
 def _construct(tag: str, text: str) -> ScalarValue:

@@ -183,9 +183,7 @@ class Daemon:
     async def op_subscribe(self, args: dict[str, Any], send: Reply) -> Any:
         """``top``: push snapshots until the client goes away or the daemon stops."""
         self._check_names(list(args.get("names") or ()))
-        return await subscribe(
-            self.plan.name, self._ordered, self._specs, args, send, self.closing
-        )
+        return await subscribe(self.plan.name, self._ordered, self._specs, args, send, self.closing)
 
     def _check_names(self, names: Sequence[str]) -> None:
         known = self._specs()

@@ -182,8 +182,12 @@ class AccessCache:
                 entry = self._entries.get(key)
                 if entry is None or self._stale(entry):
                     renewed = await self._refresh(key)
-                    if renewed.error is not None and entry is not None and entry.access \
-                            is not None and self._still_valid(entry):
+                    if (
+                        renewed.error is not None
+                        and entry is not None
+                        and entry.access is not None
+                        and self._still_valid(entry)
+                    ):
                         # keep what still works; try again after ERROR_TTL, report at expiry
                         self._entries[key] = entry
                         self._renew_failed[key] = self._clock()
@@ -283,4 +287,3 @@ class ForwardAccess:
 
     def invalidate(self, spec: ForwardSpec, failed: ClusterAccess | None = None) -> None:
         self.cache.invalidate(*self.key(spec), failed)
-

@@ -196,8 +196,9 @@ class KubeClient:
         except OSError as exc:
             raise KubeConnectionError(f"cannot reach {self.server}: {_os_reason(exc)}") from None
 
-    async def _send_request(self, stream: trio.abc.Stream, target: str, method: str = "GET",
-                            body: bytes | None = None) -> h11.Connection:
+    async def _send_request(
+        self, stream: trio.abc.Stream, target: str, method: str = "GET", body: bytes | None = None
+    ) -> h11.Connection:
         ep = self._endpoint
         headers = [
             ("Host", ep.host_header),

@@ -188,11 +188,14 @@ def _impersonation(u: Mapping[str, Any], user_name: str) -> tuple[tuple[str, str
     groups = u.get("as-groups") or []
     extra = u.get("as-user-extra") or {}
     if not isinstance(groups, list) or not isinstance(extra, dict):
-        raise KubeConfigError(f'user "{user_name}": as-groups must be a list, '
-                              "as-user-extra a map of lists")
+        raise KubeConfigError(
+            f'user "{user_name}": as-groups must be a list, as-user-extra a map of lists'
+        )
     if (uid or groups or extra) and not name:
-        raise KubeConfigError(f'user "{user_name}": as-uid, as-groups and as-user-extra '
-                              "need as (the user to impersonate)")
+        raise KubeConfigError(
+            f'user "{user_name}": as-uid, as-groups and as-user-extra '
+            "need as (the user to impersonate)"
+        )
     if name:
         headers.append(("Impersonate-User", str(name)))
     if uid:
@@ -213,8 +216,7 @@ _TOKEN_CHARS = frozenset(
 def _escape_extra_key(key: str) -> str:
     """client-go percent-encodes what a header name cannot hold (``%`` itself included)."""
     return "".join(
-        ch if ch in _TOKEN_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
-        for ch in key
+        ch if ch in _TOKEN_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in key
     )
 
 
@@ -534,9 +536,7 @@ def _timestamp(value: object) -> float | None:
 # --- files ------------------------------------------------------------------------------
 
 
-def _file_or_data(
-    node: ConfigNode, key: str, what: str, sources: list[FileStamp]
-) -> bytes | None:
+def _file_or_data(node: ConfigNode, key: str, what: str, sources: list[FileStamp]) -> bytes | None:
     """``<key>-data`` (base64) wins over ``<key>`` (a path relative to its kubeconfig)."""
     data = node.value.get(f"{key}-data")
     if data:

@@ -43,8 +43,11 @@ __all__ = [
 
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
-_WORKLOAD_RESOURCES = {"deployment": "deployments", "statefulset": "statefulsets",
-                       "replicaset": "replicasets"}
+_WORKLOAD_RESOURCES = {
+    "deployment": "deployments",
+    "statefulset": "statefulsets",
+    "replicaset": "replicasets",
+}
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,19 @@ class Need:
         return f"{self.verb} {what} {where}"
 
     def review(self) -> dict[str, Any]:
-        attrs = {"namespace": self.namespace, "verb": self.verb, "group": self.group,
-                 "resource": self.resource, "subresource": self.subresource, "name": self.name}
-        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": {k: v for k, v in attrs.items() if v}}}
+        attrs = {
+            "namespace": self.namespace,
+            "verb": self.verb,
+            "group": self.group,
+            "resource": self.resource,
+            "subresource": self.subresource,
+            "name": self.name,
+        }
+        return {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {k: v for k, v in attrs.items() if v}},
+        }
 
 
 def websocket_needs_create(version: tuple[int, int] | None) -> bool:
@@ -77,8 +89,9 @@ def websocket_needs_create(version: tuple[int, int] | None) -> bool:
     return version is None or version >= (1, 35)
 
 
-def needs(spec: ForwardSpec, namespace: str,
-          version: tuple[int, int] | None) -> tuple[list[Need], list[list[Need]]]:
+def needs(
+    spec: ForwardSpec, namespace: str, version: tuple[int, int] | None
+) -> tuple[list[Need], list[list[Need]]]:
     """(rules every one of which is needed, alternatives of which one set must be allowed).
 
     The alternatives are the port-forward verbs: ``auto`` is satisfied by either its
@@ -140,10 +153,14 @@ class ForwardCheck:
         return "allowed"
 
     def to_json(self) -> dict[str, Any]:
-        return {"forward": self.name, "namespace": self.namespace, "allowed": self.ok,
-                "missing": [str(n) for n in self.missing],
-                "checked": [str(n) for n in self.allowed + self.missing],
-                "error": self.error}
+        return {
+            "forward": self.name,
+            "namespace": self.namespace,
+            "allowed": self.ok,
+            "missing": [str(n) for n in self.missing],
+            "checked": [str(n) for n in self.allowed + self.missing],
+            "error": self.error,
+        }
 
 
 async def server_version(client: KubeClient) -> tuple[int, int] | None:
@@ -163,8 +180,9 @@ async def _allowed(client: KubeClient, need: Need) -> bool:
     return bool(isinstance(status, dict) and status.get("allowed"))
 
 
-async def check_forward(client: KubeClient, spec: ForwardSpec, namespace: str,
-                        version: tuple[int, int] | None) -> ForwardCheck:
+async def check_forward(
+    client: KubeClient, spec: ForwardSpec, namespace: str, version: tuple[int, int] | None
+) -> ForwardCheck:
     """Ask one review per rule; the missing ones, in the order the forward needs them."""
     result = ForwardCheck(spec.name, namespace)
     required, alternatives = needs(spec, namespace, version)

@@ -69,7 +69,7 @@ def _zombie(pid: int) -> bool:
             stat_line = f.read()
     except OSError:
         return False
-    return stat_line[stat_line.rfind(b")") + 2:][:1] == b"Z"
+    return stat_line[stat_line.rfind(b")") + 2 :][:1] == b"Z"
 
 
 class FileLock:
@@ -149,7 +149,6 @@ class FileLock:
             with contextlib.suppress(OSError):
                 grave.unlink()
         return None
-
 
     def _create_with_pid(self) -> int | None:
         """The lock file, created only if absent and never seen without its pid: the

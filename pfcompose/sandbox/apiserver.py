@@ -67,8 +67,9 @@ class ApiHooks(Protocol):
     token: str | None
     auth: Authenticator
 
-    async def portforward(self, request: Request, transport: trio.abc.Stream,
-                          trailing: bytes, pod: Pod) -> None: ...
+    async def portforward(
+        self, request: Request, transport: trio.abc.Stream, trailing: bytes, pod: Pod
+    ) -> None: ...
 
     async def admin(self, request: Request) -> tuple[int, Any]: ...
 
@@ -95,8 +96,11 @@ _APPS_NS = re.compile(
     r"(?:/(?P<name>[^/]+))?$"
 )
 _APPS_ALL = re.compile(r"^/apis/apps/v1/(?P<res>deployments|statefulsets|replicasets)$")
-_APPS_KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet",
-               "replicasets": "ReplicaSet"}
+_APPS_KINDS = {
+    "deployments": "Deployment",
+    "statefulsets": "StatefulSet",
+    "replicasets": "ReplicaSet",
+}
 _SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
 
@@ -179,21 +183,39 @@ class ApiServer:
         headers: dict[str, str] = {}
         for k, v in raw:
             headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
-        return Request(req.method.decode(), unquote(url.path), parse_qs(url.query, True),
-                       headers, bytes(body), req, raw)
+        return Request(
+            req.method.decode(),
+            unquote(url.path),
+            parse_qs(url.query, True),
+            headers,
+            bytes(body),
+            req,
+            raw,
+        )
 
-    async def _send(self, conn: h11.Connection, transport: trio.abc.Stream, status: int,
-                    body: bytes, content_type: str = "application/json",
-                    extra: list[tuple[str, str]] | None = None) -> None:
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-cache, private"), *(extra or [])]
+    async def _send(
+        self,
+        conn: h11.Connection,
+        transport: trio.abc.Stream,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache, private"),
+            *(extra or []),
+        ]
         out = conn.send(h11.Response(status_code=status, headers=headers)) or b""
         out += conn.send(h11.Data(data=body)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
         await transport.send_all(out)
 
-    async def _answer(self, conn: h11.Connection, transport: trio.abc.Stream,
-                      request: Request) -> bool:
+    async def _answer(
+        self, conn: h11.Connection, transport: trio.abc.Stream, request: Request
+    ) -> bool:
         """Route and answer; False when the connection must close afterwards."""
         try:
             if request.path == "/_sandbox/tokens" and request.method == "POST":
@@ -210,11 +232,16 @@ class ApiServer:
             if reply.status == 200 and "as=Table" in request.headers.get("accept", ""):
                 reply.body = _as_table(reply.body, self.hooks.state.resource_version)
             if isinstance(reply.body, bytes):
-                await self._send(conn, transport, reply.status, reply.body,
-                                 "text/plain; charset=utf-8")
+                await self._send(
+                    conn, transport, reply.status, reply.body, "text/plain; charset=utf-8"
+                )
             else:
-                await self._send(conn, transport, reply.status,
-                                 json.dumps(reply.body, separators=(",", ":")).encode())
+                await self._send(
+                    conn,
+                    transport,
+                    reply.status,
+                    json.dumps(reply.body, separators=(",", ":")).encode(),
+                )
         return True
 
     def _check_access(self, request: Request, transport: trio.abc.Stream) -> None:
@@ -225,8 +252,12 @@ class ApiServer:
             return  # the identity provider: asked without a credential
         authorization = request.headers.get("authorization", "")
         request.auth_outcome = self.hooks.auth.check(
-            request.method, request.h11_request.target.decode("latin-1"), request.headers,
-            request.raw_headers, request.is_upgrade)
+            request.method,
+            request.h11_request.target.decode("latin-1"),
+            request.headers,
+            request.raw_headers,
+            request.is_upgrade,
+        )
         policy = self.hooks.state.rbac
         if not policy.enabled or request.path.startswith("/_sandbox/"):
             if request.auth_outcome != "ok":
@@ -244,9 +275,12 @@ class ApiServer:
             return  # system:basic-user: everyone may ask what they may do
         wanted = rbac.attributes_of(request.method, request.path, request.query)
         checks = [wanted]
-        if (request.is_upgrade and request.method == "GET"
-                and wanted.subresource in ("portforward", "exec", "attach")
-                and rbac.websocket_needs_create(getattr(self.hooks, "emulate", None))):
+        if (
+            request.is_upgrade
+            and request.method == "GET"
+            and wanted.subresource in ("portforward", "exec", "attach")
+            and rbac.websocket_needs_create(getattr(self.hooks, "emulate", None))
+        ):
             checks.append(replace(wanted, verb="create"))  # KEP-4006, from 1.35
         for attributes in checks:
             if policy.allows(user, attributes) is None:
@@ -266,11 +300,12 @@ class ApiServer:
         try:
             args = json.loads(request.body) if request.body.strip() else {}
             ttl = args.get("ttl") if isinstance(args, dict) else None
-            if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
-                                    or ttl <= 0):
+            if ttl is not None and (
+                isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
+            ):
                 raise ValueError
         except ValueError:
-            return 400, objects.status_json(400, "the body must be {\"ttl\": seconds > 0}")
+            return 400, objects.status_json(400, 'the body must be {"ttl": seconds > 0}')
         return 200, self.hooks.auth.mint(ttl)
 
     # -- routes ---------------------------------------------------------------------
@@ -289,8 +324,12 @@ class ApiServer:
         if path == _SSAR and request.method == "POST":
             self._review(request)
         if request.method not in ("GET", "POST"):
-            raise _Reply(405, objects.status_json(
-                405, "the server does not allow this method on the requested resource"))
+            raise _Reply(
+                405,
+                objects.status_json(
+                    405, "the server does not allow this method on the requested resource"
+                ),
+            )
         if path == "/version":
             # 1.35+ shows in /version (clients choose the WebSocket verbs by it); 1.29 keeps
             # saying 1.32 (kubectl would then skip the tunnel that emulation exists to refuse)
@@ -321,12 +360,17 @@ class ApiServer:
             self._apps(m["res"], groups.get("ns"), groups.get("name"))
         raise _Reply(404, b"404 page not found\n")
 
-    def _core(self, request: Request, res: str, ns: str | None, name: str | None,
-              sub: str | None) -> None:
+    def _core(
+        self, request: Request, res: str, ns: str | None, name: str | None, sub: str | None
+    ) -> None:
         state = self.hooks.state
         if request.method != "GET" and sub != "portforward":
-            raise _Reply(405, objects.status_json(
-                405, "the server does not allow this method on the requested resource"))
+            raise _Reply(
+                405,
+                objects.status_json(
+                    405, "the server does not allow this method on the requested resource"
+                ),
+            )
         if res == "pods":
             if name is None:
                 pods = state.list_pods(ns, self._selector(request))
@@ -339,8 +383,9 @@ class ApiServer:
                 raise _Reply(200, objects.pod_json(pod))
             if sub == "portforward":
                 if pod.node_name is None:
-                    raise _Reply(400, objects.status_json(
-                        400, f"pod {name} does not have a host assigned"))
+                    raise _Reply(
+                        400, objects.status_json(400, f"pod {name} does not have a host assigned")
+                    )
                 raise _Reply(400, objects.status_json(400, "Upgrade request required"))
             raise _Reply(404, b"404 page not found\n")
         # services
@@ -370,21 +415,24 @@ class ApiServer:
         raise _Reply(200, objects.workload_json(wl, self._live(wl.namespace, wl.selector_string)))
 
     def _live(self, ns: str, selector: str) -> int:
-        return sum(1 for p in self.hooks.state.list_pods(ns, selector)
-                   if p.deletion_timestamp is None)
+        return sum(
+            1 for p in self.hooks.state.list_pods(ns, selector) if p.deletion_timestamp is None
+        )
 
     def _selector(self, request: Request) -> str:
         selector = request.q("labelSelector")
         try:
             parse_selector(selector)
         except SelectorError as exc:
-            raise _Reply(400, objects.status_json(
-                400, f"unable to parse requirement: {exc}")) from exc
+            raise _Reply(
+                400, objects.status_json(400, f"unable to parse requirement: {exc}")
+            ) from exc
         return selector
 
     # -- watch ------------------------------------------------------------------------
-    async def _watch(self, conn: h11.Connection, transport: trio.abc.Stream,
-                     request: Request) -> bool:
+    async def _watch(
+        self, conn: h11.Connection, transport: trio.abc.Stream, request: Request
+    ) -> bool:
         """WATCH pods (live events) or apps/v1 workloads (their objects, no changes).
 
         ``sendInitialEvents=true`` (client-go's watch-list, kubectl ≥1.35's reflectors:
@@ -399,8 +447,12 @@ class ApiServer:
         elif apps and not apps.groupdict().get("name"):
             kind, api_version, ns = _APPS_KINDS[apps["res"]], "apps/v1", apps.groupdict().get("ns")
         else:
-            raise _Reply(405, objects.status_json(
-                405, "the server does not allow this method on the requested resource"))
+            raise _Reply(
+                405,
+                objects.status_json(
+                    405, "the server does not allow this method on the requested resource"
+                ),
+            )
         selector = self._selector(request)
         since = request.q("resourceVersion")
         since_rv = int(since) if since.isdigit() else None
@@ -417,18 +469,29 @@ class ApiServer:
                 workloads = [
                     objects.workload_json(w, self._live(w.namespace, w.selector_string))
                     for w in sorted(state.workloads.values(), key=lambda w: (w.namespace, w.name))
-                    if w.kind == kind.lower() and (ns is None or w.namespace == ns)
+                    if w.kind == kind.lower()
+                    and (ns is None or w.namespace == ns)
                     and matches(parsed, w.labels)
                     and _object_field_match(request.q("fieldSelector"), w.name, w.namespace)
                 ]
             pending = 0
-        bookmark = {"type": "BOOKMARK", "object": {
-            "kind": kind, "apiVersion": api_version,
-            "metadata": {"resourceVersion": str(start_rv),
-                         "annotations": {"k8s.io/initial-events-end": "true"}}}}
+        bookmark = {
+            "type": "BOOKMARK",
+            "object": {
+                "kind": kind,
+                "apiVersion": api_version,
+                "metadata": {
+                    "resourceVersion": str(start_rv),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                },
+            },
+        }
         timeout = float(request.q("timeoutSeconds") or "inf")
-        headers = [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked"),
-                   ("Cache-Control", "no-cache, private")]
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Transfer-Encoding", "chunked"),
+            ("Cache-Control", "no-cache, private"),
+        ]
         await transport.send_all(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
         client_gone = False
 
@@ -460,8 +523,9 @@ class ApiServer:
                     else:
                         async for event in watcher.receive:
                             if _field_match(request.q("fieldSelector"), event.pod):
-                                await send({"type": event.type,
-                                            "object": objects.pod_json(event.pod)})
+                                await send(
+                                    {"type": event.type, "object": objects.pod_json(event.pod)}
+                                )
                             if pending > 0:
                                 pending -= 1
                                 if pending == 0:
@@ -491,9 +555,15 @@ def _object_field_match(selector: str, name: str, namespace: str) -> bool:
 def _field_match(selector: str, pod: Pod) -> bool:
     """The pod field selectors kubectl uses: ``metadata.name``, ``metadata.namespace``,
     ``status.phase``, ``spec.nodeName`` with ``=``, ``==`` or ``!=``."""
-    return _fields_match(selector, {
-        "metadata.name": pod.name, "metadata.namespace": pod.namespace,
-        "status.phase": pod.phase, "spec.nodeName": pod.node_name or ""})
+    return _fields_match(
+        selector,
+        {
+            "metadata.name": pod.name,
+            "metadata.namespace": pod.namespace,
+            "status.phase": pod.phase,
+            "spec.nodeName": pod.node_name or "",
+        },
+    )
 
 
 def _fields_match(selector: str, fields: dict[str, str]) -> bool:
@@ -504,9 +574,14 @@ def _fields_match(selector: str, fields: dict[str, str]) -> bool:
         key, _, value = clause.replace("!=", "=").replace("==", "=").partition("=")
         have = fields.get(key.strip())
         if have is None:
-            raise _Reply(400, objects.status_json(
-                400, f'"{key.strip()}" is not a known field selector: only "metadata.name", '
-                     '"metadata.namespace"'))
+            raise _Reply(
+                400,
+                objects.status_json(
+                    400,
+                    f'"{key.strip()}" is not a known field selector: only "metadata.name", '
+                    '"metadata.namespace"',
+                ),
+            )
         if (have == value.strip()) == neg:
             return False
     return True

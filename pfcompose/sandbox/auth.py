@@ -43,9 +43,14 @@ class Seen:
     outcome: str  # "ok", "expired", "invalid", "missing"
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "target": self.target, "host": self.host,
-                "upgrade": self.upgrade, "impersonate": [list(h) for h in self.impersonate],
-                "outcome": self.outcome}
+        return {
+            "method": self.method,
+            "target": self.target,
+            "host": self.host,
+            "upgrade": self.upgrade,
+            "impersonate": [list(h) for h in self.impersonate],
+            "outcome": self.outcome,
+        }
 
 
 @dataclass
@@ -79,17 +84,27 @@ class Authenticator:
         self._minted[token] = expires
         self.mints += 1
         stamp = datetime.fromtimestamp(expires, UTC).isoformat(timespec="milliseconds")
-        return {"token": token, "expirationTimestamp": stamp.replace("+00:00", "Z"),
-                "ttl": lifetime}
+        return {
+            "token": token,
+            "expirationTimestamp": stamp.replace("+00:00", "Z"),
+            "ttl": lifetime,
+        }
 
-    def check(self, method: str, target: str, headers: Mapping[str, str],
-              raw_headers: Sequence[tuple[str, str]], upgrade: bool) -> str:
+    def check(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        raw_headers: Sequence[tuple[str, str]],
+        upgrade: bool,
+    ) -> str:
         """``ok`` or why the credential is refused (``missing``/``invalid``/``expired``);
         the request is recorded either way."""
         outcome = self._outcome(headers.get("authorization", ""))
         impersonate = tuple((k, v) for k, v in raw_headers if k.lower().startswith("impersonate-"))
-        self.seen.append(Seen(method, target, headers.get("host", ""), upgrade, impersonate,
-                              outcome))
+        self.seen.append(
+            Seen(method, target, headers.get("host", ""), upgrade, impersonate, outcome)
+        )
         if outcome != "ok":
             self.rejected += 1
             if outcome == "expired":
@@ -112,6 +127,11 @@ class Authenticator:
 
     def describe(self) -> dict[str, Any]:
         """Admin ``GET /_sandbox/auth``: counters and the recorded requests."""
-        return {"enabled": self.enabled, "tokenTTL": self.token_ttl, "mints": self.mints,
-                "rejected": self.rejected, "expiredRejected": self.expired_rejected,
-                "requests": [s.to_json() for s in self.seen]}
+        return {
+            "enabled": self.enabled,
+            "tokenTTL": self.token_ttl,
+            "mints": self.mints,
+            "rejected": self.rejected,
+            "expiredRejected": self.expired_rejected,
+            "requests": [s.to_json() for s in self.seen],
+        }

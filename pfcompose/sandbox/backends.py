@@ -43,17 +43,22 @@ import trio
 from pfcompose.sandbox.pipe import PipeStream, pipe_pair
 from pfcompose.sandbox.state import Behaviour, Pod
 
-__all__ = ["APP_FAULTS", "BLOB_BLOCK", "Backends", "blob_bytes", "blob_mismatch", "blob_sha256",
-           "http_body"]
+__all__ = [
+    "APP_FAULTS",
+    "BLOB_BLOCK",
+    "Backends",
+    "blob_bytes",
+    "blob_mismatch",
+    "blob_sha256",
+    "http_body",
+]
 
 BUFSIZE = 1024 * 1024
 _BLOCK_HASHES = 32768  # 32 768 × 32 bytes = 1 MiB
 
 
 def _make_block() -> bytes:
-    return b"".join(
-        hashlib.sha256(b"pfcompose-blob:%d" % i).digest() for i in range(_BLOCK_HASHES)
-    )
+    return b"".join(hashlib.sha256(b"pfcompose-blob:%d" % i).digest() for i in range(_BLOCK_HASHES))
 
 
 BLOB_BLOCK = _make_block()
@@ -76,8 +81,7 @@ def blob_mismatch(data: bytes | bytearray | memoryview, offset: int) -> int | No
         piece = view[start : start + period]
         phase = (offset + start) % period
         if not _BLOB_WINDOW.startswith(piece, phase):
-            return start + next(i for i in range(len(piece))
-                                if piece[i] != _BLOB_WINDOW[phase + i])
+            return start + next(i for i in range(len(piece)) if piece[i] != _BLOB_WINDOW[phase + i])
     return None
 
 
@@ -148,8 +152,9 @@ class Backends:
             self._app_faults.pop(key, None)
             return
         if fault not in APP_FAULTS:
-            raise ValueError(f"'fault' must be one of {', '.join(APP_FAULTS)} or none, "
-                             f"not {fault!r}")
+            raise ValueError(
+                f"'fault' must be one of {', '.join(APP_FAULTS)} or none, not {fault!r}"
+            )
         if pod.port(port) is None:
             raise LookupError(f"pod {pod.name} has no TCP port {port}")
         self._app_faults[key] = fault
@@ -264,6 +269,7 @@ class Backends:
 
 # -- behaviours -----------------------------------------------------------------
 
+
 async def _echo(stream: Conn, pod: Pod, port: int) -> None:
     while data := await stream.receive_some(BUFSIZE):
         await stream.send_all(data)
@@ -288,8 +294,7 @@ async def _http(stream: Conn, pod: Pod, port: int, *, status: int = 200) -> None
             # and hang up; never let it crash the sandbox (and ``up --sandbox``)
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 bad = [("Content-Length", "0"), ("Connection", "close")]
-                await stream.send_all(conn.send(h11.Response(status_code=400, headers=bad))
-                                      or b"")
+                await stream.send_all(conn.send(h11.Response(status_code=400, headers=bad)) or b"")
             return
         if event is h11.NEED_DATA:
             data = await stream.receive_some(BUFSIZE)
@@ -300,8 +305,10 @@ async def _http(stream: Conn, pod: Pod, port: int, *, status: int = 200) -> None
         if isinstance(event, h11.Data):
             continue
         if isinstance(event, h11.EndOfMessage):
-            headers = [("Content-Type", "text/plain; charset=utf-8"),
-                       ("Content-Length", str(len(body)))]
+            headers = [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ]
             out = conn.send(h11.Response(status_code=status, headers=headers))
             out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
             out += conn.send(h11.EndOfMessage()) or b""
@@ -358,8 +365,9 @@ async def _blob(stream: Conn, pod: Pod, port: int) -> None:
     await stream.send_eof()
 
 
-async def _blob_receive(stream: Conn, n: int, rest: bytes,
-                        consume: Callable[[bytes, int], None]) -> int | None:
+async def _blob_receive(
+    stream: Conn, n: int, rest: bytes, consume: Callable[[bytes, int], None]
+) -> int | None:
     """Feed ``n`` bytes (``-1``: until EOF) to ``consume(chunk, offset)``; the count, or
     None after answering a short upload. Reads stay ≤ ``n``: nothing is over-read."""
     got = 0

@@ -18,30 +18,52 @@ def version(emulate: str | None = None) -> dict[str, Any]:
     """``/version``; ``emulate`` (``1.35``…) is the generation the sandbox plays."""
     minor = (emulate or "1.32").partition(".")[2]
     return {
-        "major": "1", "minor": minor, "gitVersion": f"v1.{minor}.0-pfcompose-sandbox",
-        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-        "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.3", "compiler": "gc",
+        "major": "1",
+        "minor": minor,
+        "gitVersion": f"v1.{minor}.0-pfcompose-sandbox",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2024-12-11T00:00:00Z",
+        "goVersion": "go1.23.3",
+        "compiler": "gc",
         "platform": "linux/amd64",
     }
 
 
 def api_versions(server_address: str) -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                            "serverAddress": server_address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
 
 
 def api_groups() -> dict[str, Any]:
     gv = {"groupVersion": "apps/v1", "version": "v1"}
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [{"name": "apps", "versions": [gv], "preferredVersion": gv}]}
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [{"name": "apps", "versions": [gv], "preferredVersion": gv}],
+    }
 
 
-def _resource(name: str, kind: str, short: list[str] | None = None,
-              verbs: list[str] | None = None, namespaced: bool = True) -> dict[str, Any]:
+def _resource(
+    name: str,
+    kind: str,
+    short: list[str] | None = None,
+    verbs: list[str] | None = None,
+    namespaced: bool = True,
+) -> dict[str, Any]:
     singular = "" if "/" in name else kind.lower()
-    out: dict[str, Any] = {"name": name, "singularName": singular, "namespaced": namespaced,
-                           "kind": kind, "verbs": verbs or _VERBS}
+    out: dict[str, Any] = {
+        "name": name,
+        "singularName": singular,
+        "namespaced": namespaced,
+        "kind": kind,
+        "verbs": verbs or _VERBS,
+    }
     if short:
         out["shortNames"] = short
     return out
@@ -66,5 +88,9 @@ def api_resources(group_version: str) -> dict[str, Any] | None:
             r["categories"] = ["all"]
     else:
         return None
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }

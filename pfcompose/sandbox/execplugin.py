@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
             api_version = str(json.loads(info).get("apiVersion") or api_version)
     body = json.dumps({"ttl": args.ttl} if args.ttl is not None else {}).encode()
     request = urllib.request.Request(
-        args.url.rstrip("/") + "/_sandbox/tokens", data=body, method="POST",
+        args.url.rstrip("/") + "/_sandbox/tokens",
+        data=body,
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     context = ssl.create_default_context(cafile=args.ca) if args.ca else None
@@ -53,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     credential = {
         "apiVersion": api_version,
         "kind": "ExecCredential",
-        "status": {"token": minted["token"],
-                   "expirationTimestamp": minted["expirationTimestamp"]},
+        "status": {"token": minted["token"], "expirationTimestamp": minted["expirationTimestamp"]},
     }
     sys.stdout.write(json.dumps(credential) + "\n")
     return 0

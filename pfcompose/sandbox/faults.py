@@ -53,13 +53,15 @@ class AdminTarget(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
     async def kill_pod(self, name: str, namespace: str = "default") -> None: ...
-    async def replace_pod(self, name: str, namespace: str = "default", *,
-                          grace: float = 1.0) -> str: ...
+    async def replace_pod(
+        self, name: str, namespace: str = "default", *, grace: float = 1.0
+    ) -> str: ...
     def set_phase(self, name: str, phase: str, namespace: str = "default") -> None: ...
     def set_ready(self, name: str, ready: bool, namespace: str = "default") -> None: ...
     def reset_pod_connections(self, name: str, namespace: str = "default") -> int: ...
-    def set_app_fault(self, name: str, port: int, fault: str | None,
-                      namespace: str = "default") -> None: ...
+    def set_app_fault(
+        self, name: str, port: int, fault: str | None, namespace: str = "default"
+    ) -> None: ...
     def drop_upgraded_connections(self) -> int: ...
     def restart_api_soon(self, down: float) -> None: ...
     def proxy_admin(self, method: str, args: dict[str, Any]) -> dict[str, Any]: ...
@@ -89,12 +91,16 @@ def _phase(args: dict[str, Any]) -> str:
 
 
 def _error(code: int, message: str) -> tuple[int, Any]:
-    return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                  "message": message, "code": code}
+    return code, {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "code": code,
+    }
 
 
-async def handle_admin(target: AdminTarget, method: str, path: str,
-                       body: bytes) -> tuple[int, Any]:
+async def handle_admin(target: AdminTarget, method: str, path: str, body: bytes) -> tuple[int, Any]:
     """Answer one admin request: (HTTP status, JSON value)."""
     try:
         args: dict[str, Any] = json.loads(body) if body.strip() else {}
@@ -122,8 +128,9 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
                 await target.kill_pod(name, ns)
                 return 200, {}
             if verb == "replace":
-                return 200, {"pod": await target.replace_pod(name, ns,
-                                                             grace=_seconds(args, "grace", 1.0))}
+                return 200, {
+                    "pod": await target.replace_pod(name, ns, grace=_seconds(args, "grace", 1.0))
+                }
             if verb == "phase":
                 target.set_phase(name, _phase(args), ns)
                 return 200, {}
@@ -147,16 +154,25 @@ async def handle_admin(target: AdminTarget, method: str, path: str,
             if "delay" in args:
                 target.stream_faults.delay = _seconds(args, "delay", 0.0)
             if "dial_error" in args:
-                kinds = ("refused", "netns-closed", "not-in-store", "crio-not-running",
-                         "pod-not-found")
+                kinds = (
+                    "refused",
+                    "netns-closed",
+                    "not-in-store",
+                    "crio-not-running",
+                    "pod-not-found",
+                )
                 kind = args["dial_error"]
                 if kind is not None and kind not in kinds:
-                    raise ValueError(f"'dial_error' must be one of {', '.join(kinds)} or null, "
-                                     f"not {json.dumps(kind)}")
+                    raise ValueError(
+                        f"'dial_error' must be one of {', '.join(kinds)} or null, "
+                        f"not {json.dumps(kind)}"
+                    )
                 target.stream_faults.dial_error = kind
-            return 200, {"refuse": target.stream_faults.refuse,
-                         "delay": target.stream_faults.delay,
-                         "dial_error": target.stream_faults.dial_error}
+            return 200, {
+                "refuse": target.stream_faults.refuse,
+                "delay": target.stream_faults.delay,
+                "dial_error": target.stream_faults.dial_error,
+            }
         elif path == "/_sandbox/apiserver/restart":
             target.restart_api_soon(_seconds(args, "down", 0.5))
             return 200, {}

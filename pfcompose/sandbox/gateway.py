@@ -59,8 +59,15 @@ class GatewayCounters:
 class Gateway:
     """A gateway in front of ``upstream`` (host, port). Start it with :meth:`start`."""
 
-    def __init__(self, mode: str, upstream: tuple[str, int], *, idle: float = 0.0,
-                 host: str = "127.0.0.1", pki: Pki | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        upstream: tuple[str, int],
+        *,
+        idle: float = 0.0,
+        host: str = "127.0.0.1",
+        pki: Pki | None = None,
+    ) -> None:
         self.mode = mode
         self.idle = idle
         self.upstream = upstream
@@ -93,8 +100,12 @@ class Gateway:
         server: trio.abc.Stream | None = None
         try:
             if self.pki is not None:
-                tls = trio.SSLStream(tcp, self.pki.server_context(require_client_cert=False),
-                                     server_side=True, https_compatible=True)
+                tls = trio.SSLStream(
+                    tcp,
+                    self.pki.server_context(require_client_cert=False),
+                    server_side=True,
+                    https_compatible=True,
+                )
                 with trio.fail_after(10):
                     await tls.do_handshake()
                 client = tls
@@ -113,7 +124,8 @@ class Gateway:
                 await client.send_all(
                     b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
                     b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close"
-                    b"\r\n\r\n" + body)
+                    b"\r\n\r\n" + body
+                )
                 return
             if upgrade is not None:
                 self.counters.upgrades[upgrade] = self.counters.upgrades.get(upgrade, 0) + 1
@@ -123,8 +135,9 @@ class Gateway:
             server = up_tcp
             if self.pki is not None:
                 ctx = self.pki.client_context(with_client_cert=True)
-                up_tls = trio.SSLStream(up_tcp, ctx, server_hostname=self.upstream[0],
-                                        https_compatible=True)
+                up_tls = trio.SSLStream(
+                    up_tcp, ctx, server_hostname=self.upstream[0], https_compatible=True
+                )
                 await up_tls.do_handshake()
                 server = up_tls
             await server.send_all(bytes(head))

@@ -47,8 +47,9 @@ class KubeletHandoff:
         self.port = int(listeners[0].socket.getsockname()[1])
         nursery.start_soon(trio.serve_listeners, self._kubelet_connection, listeners)
 
-    async def forward(self, request: Request, transport: trio.abc.Stream, trailing: bytes,
-                      pod: Pod) -> None:
+    async def forward(
+        self, request: Request, transport: trio.abc.Stream, trailing: bytes, pod: Pod
+    ) -> None:
         """API server side: pass the upgrade through to the kubelet, byte for byte after."""
         req = request.h11_request
         query = req.target.split(b"?", 1)[1] if b"?" in req.target else b""

@@ -20,8 +20,13 @@ CONTEXT = "pfcompose-sandbox"
 
 
 def kubeconfig_dict(
-    url: str, *, pki: Pki | None = None, token: str | None = None, namespace: str = "default",
-    proxy_url: str | None = None, exec_plugin: str | None = None,
+    url: str,
+    *,
+    pki: Pki | None = None,
+    token: str | None = None,
+    namespace: str = "default",
+    proxy_url: str | None = None,
+    exec_plugin: str | None = None,
 ) -> dict[str, Any]:
     """``exec_plugin`` (the sandbox's own URL): the user runs the sandbox's exec plugin
     (:mod:`pfcompose.sandbox.execplugin`), which fetches a short-lived token."""
@@ -40,8 +45,13 @@ def kubeconfig_dict(
         args = ["-I", str(Path(__file__).with_name("execplugin.py")), exec_plugin]
         if pki is not None:
             args += ["--ca", str(pki.ca_cert)]
-        user["exec"] = {"apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
-                        "args": args, "interactiveMode": "Never", "provideClusterInfo": False}
+        user["exec"] = {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": args,
+            "interactiveMode": "Never",
+            "provideClusterInfo": False,
+        }
     elif token is not None:
         user["token"] = token
     return {
@@ -49,19 +59,30 @@ def kubeconfig_dict(
         "kind": "Config",
         "clusters": [{"name": CONTEXT, "cluster": cluster}],
         "users": [{"name": CONTEXT, "user": user}],
-        "contexts": [{"name": CONTEXT,
-                      "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": CONTEXT,
+                "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace},
+            }
+        ],
         "current-context": CONTEXT,
         "preferences": {},
     }
 
 
-def write_kubeconfig(path: Path, url: str, *, pki: Pki | None = None,
-                     token: str | None = None, proxy_url: str | None = None,
-                     exec_plugin: str | None = None) -> Path:
+def write_kubeconfig(
+    path: Path,
+    url: str,
+    *,
+    pki: Pki | None = None,
+    token: str | None = None,
+    proxy_url: str | None = None,
+    exec_plugin: str | None = None,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = kubeconfig_dict(url, pki=pki, token=token, proxy_url=proxy_url,
-                             exec_plugin=exec_plugin)
+    config = kubeconfig_dict(
+        url, pki=pki, token=token, proxy_url=proxy_url, exec_plugin=exec_plugin
+    )
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
     return path

@@ -198,8 +198,9 @@ class Kubelet:
         falls back to SPDY)."""
 
     # -- entry point ------------------------------------------------------------------
-    async def serve(self, request: Request, transport: trio.abc.Stream, trailing: bytes,
-                    pod: Pod) -> None:
+    async def serve(
+        self, request: Request, transport: trio.abc.Stream, trailing: bytes, pod: Pod
+    ) -> None:
         """Answer the upgrade and serve the connection until it ends (or a fault ends it)."""
         h11_request = request.h11_request
         kind = classify_upgrade(h11_request)
@@ -212,14 +213,16 @@ class Kubelet:
                 stream: trio.abc.Stream
                 try:
                     if kind == "websocket":
-                        ws, _, ports = await accept_channel_websocket(h11_request, transport,
-                                                                      trailing)
+                        ws, _, ports = await accept_channel_websocket(
+                            h11_request, transport, trailing
+                        )
                         ws.receive_size = BUFSIZE
                         await self._serve_channel(ws, pod, ports, up)
                         return
                     if kind == "spdy-over-websocket":
-                        stream, _ = await accept_spdy_over_websocket(h11_request, transport,
-                                                                     trailing)
+                        stream, _ = await accept_spdy_over_websocket(
+                            h11_request, transport, trailing
+                        )
                         assert isinstance(stream, WebSocketByteStream)
                         stream.ws.receive_size = BUFSIZE
                     else:
@@ -238,8 +241,10 @@ class Kubelet:
     # -- SPDY (transports A and B) ---------------------------------------------------
     async def _serve_spdy(self, stream: trio.abc.Stream, pod: Pod, up: _Upgraded) -> None:
         pairs: dict[str, _Pair] = {}
-        async with open_session(stream, "server", read_size=BUFSIZE) as session, \
-                trio.open_nursery() as nursery:
+        async with (
+            open_session(stream, "server", read_size=BUFSIZE) as session,
+            trio.open_nursery() as nursery,
+        ):
             up.session = session
             try:
                 while True:
@@ -258,8 +263,9 @@ class Kubelet:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await session.aclose()
 
-    async def _admit_later(self, s: SpdyStream, pairs: dict[str, _Pair], pod: Pod, up: _Upgraded,
-                           nursery: trio.Nursery) -> None:
+    async def _admit_later(
+        self, s: SpdyStream, pairs: dict[str, _Pair], pod: Pod, up: _Upgraded, nursery: trio.Nursery
+    ) -> None:
         """The fault path: refuse the stream, or reply after ``faults.delay`` seconds."""
         try:
             if self.faults.refuse:
@@ -270,8 +276,9 @@ class Kubelet:
             return
         await self._admit(s, pairs, pod, up, nursery)
 
-    async def _admit(self, s: SpdyStream, pairs: dict[str, _Pair], pod: Pod, up: _Upgraded,
-                     nursery: trio.Nursery) -> None:
+    async def _admit(
+        self, s: SpdyStream, pairs: dict[str, _Pair], pod: Pod, up: _Upgraded, nursery: trio.Nursery
+    ) -> None:
         """§9.1 + §9.2: validate, reply, pair; start forwarding once a pair is complete."""
         headers: dict[str, str] = s.headers
         try:
@@ -307,8 +314,9 @@ class Kubelet:
             pairs.pop(pair.request_id, None)
             up.pairs.discard(pair)
             if pair.error is not None:  # written, but the stream is left open (§13.14)
-                text = (f"(conn={id(up):#x}, request={pair.request_id}) "
-                        "timed out waiting for streams")
+                text = (
+                    f"(conn={id(up):#x}, request={pair.request_id}) timed out waiting for streams"
+                )
                 await _send_quietly(pair.error, text.encode())
 
     async def _forward(self, pair: _Pair, pod: Pod, up: _Upgraded) -> None:
@@ -388,8 +396,9 @@ class Kubelet:
         return stream
 
     # -- channel protocol (transport C) -------------------------------------------------
-    async def _serve_channel(self, ws: WebSocketConnection, pod: Pod, ports: tuple[int, ...],
-                             up: _Upgraded) -> None:
+    async def _serve_channel(
+        self, ws: WebSocketConnection, pod: Pod, ports: tuple[int, ...], up: _Upgraded
+    ) -> None:
         """§5: preamble, one pod connection per port, error text on the odd channel;
         the WebSocket closes (1000) when every port is done (``wire.channel``)."""
         server = await ChannelServer.open(ws, ports)
@@ -432,8 +441,9 @@ class Kubelet:
             if pc.reset:
                 _set_rst_on_close(conn)
             await trio.aclose_forcefully(conn)
-            with trio.CancelScope(shield=True), contextlib.suppress(
-                trio.BrokenResourceError, trio.ClosedResourceError, WireError
+            with (
+                trio.CancelScope(shield=True),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, WireError),
             ):
                 await server.finish(i)
 

@@ -70,10 +70,15 @@ def pod_json(pod: Pod) -> dict[str, Any]:
         metadata["deletionGracePeriodSeconds"] = 30
     if pod.owner is not None:
         kind, name = pod.owner
-        metadata["ownerReferences"] = [{
-            "apiVersion": "apps/v1", "kind": kind, "name": name,
-            "uid": f"{pod.uid[:-12]}000000000000", "controller": True,
-        }]
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": kind,
+                "name": name,
+                "uid": f"{pod.uid[:-12]}000000000000",
+                "controller": True,
+            }
+        ]
     ready = "True" if pod.ready and pod.phase == "Running" else "False"
     running = pod.phase == "Running"
     containers = _containers(pod.ports)
@@ -83,11 +88,17 @@ def pod_json(pod: Pod) -> dict[str, Any]:
     status: dict[str, Any] = {
         "phase": pod.phase,
         "conditions": [
-            {"type": "PodScheduled", "status": "True" if pod.node_name else "False",
-             "lastTransitionTime": _ts(pod.created)},
+            {
+                "type": "PodScheduled",
+                "status": "True" if pod.node_name else "False",
+                "lastTransitionTime": _ts(pod.created),
+            },
             {"type": "Initialized", "status": "True", "lastTransitionTime": _ts(pod.created)},
-            {"type": "ContainersReady", "status": ready,
-             "lastTransitionTime": _ts(pod.ready_since)},
+            {
+                "type": "ContainersReady",
+                "status": ready,
+                "lastTransitionTime": _ts(pod.ready_since),
+            },
             {"type": "Ready", "status": ready, "lastTransitionTime": _ts(pod.ready_since)},
         ],
         "hostIP": "127.0.0.1",
@@ -102,19 +113,23 @@ def pod_json(pod: Pod) -> dict[str, Any]:
                 "ready": ready == "True",
                 "started": running,
                 "restartCount": pod.restarts,
-                "state": {"running": {"startedAt": _ts(pod.created)}} if running
+                "state": {"running": {"startedAt": _ts(pod.created)}}
+                if running
                 else {"waiting": {"reason": "ContainerCreating"}},
             }
             for c in containers
         ],
     }
-    return {"kind": "Pod", "apiVersion": "v1", "metadata": metadata, "spec": spec,
-            "status": status}
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": metadata, "spec": spec, "status": status}
 
 
 def _list(kind: str, api_version: str, rv: int, items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"kind": kind, "apiVersion": api_version,
-            "metadata": {"resourceVersion": str(rv)}, "items": items}
+    return {
+        "kind": kind,
+        "apiVersion": api_version,
+        "metadata": {"resourceVersion": str(rv)},
+        "items": items,
+    }
 
 
 def pod_list_json(pods: Iterable[Pod], rv: int) -> dict[str, Any]:
@@ -128,29 +143,46 @@ def _order(pod: Pod) -> tuple[str, str]:
 def service_json(svc: Service) -> dict[str, Any]:
     ports: list[dict[str, Any]] = []
     for p in svc.ports:
-        entry: dict[str, Any] = {"protocol": p.protocol, "port": p.port,
-                                 "targetPort": p.target_port if p.target_port else p.port}
+        entry: dict[str, Any] = {
+            "protocol": p.protocol,
+            "port": p.port,
+            "targetPort": p.target_port if p.target_port else p.port,
+        }
         if p.name:
             entry = {"name": p.name, **entry}
         ports.append(entry)
-    spec: dict[str, Any] = {"ports": ports, "clusterIP": svc.cluster_ip,
-                            "clusterIPs": [svc.cluster_ip], "type": "ClusterIP",
-                            "sessionAffinity": "None"}
+    spec: dict[str, Any] = {
+        "ports": ports,
+        "clusterIP": svc.cluster_ip,
+        "clusterIPs": [svc.cluster_ip],
+        "type": "ClusterIP",
+        "sessionAffinity": "None",
+    }
     if svc.selector:
         spec["selector"] = dict(svc.selector)
     return {
-        "kind": "Service", "apiVersion": "v1",
-        "metadata": {"name": svc.name, "namespace": svc.namespace, "uid": svc.uid,
-                     "resourceVersion": str(svc.resource_version),
-                     "creationTimestamp": _ts(svc.created), "labels": dict(svc.labels)},
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": svc.name,
+            "namespace": svc.namespace,
+            "uid": svc.uid,
+            "resourceVersion": str(svc.resource_version),
+            "creationTimestamp": _ts(svc.created),
+            "labels": dict(svc.labels),
+        },
         "spec": spec,
         "status": {"loadBalancer": {}},
     }
 
 
 def service_list_json(services: Iterable[Service], rv: int) -> dict[str, Any]:
-    return _list("ServiceList", "v1", rv,
-                 [service_json(s) for s in sorted(services, key=lambda s: (s.namespace, s.name))])
+    return _list(
+        "ServiceList",
+        "v1",
+        rv,
+        [service_json(s) for s in sorted(services, key=lambda s: (s.namespace, s.name))],
+    )
 
 
 def workload_json(wl: Workload, live_pods: int) -> dict[str, Any]:
@@ -162,28 +194,48 @@ def workload_json(wl: Workload, live_pods: int) -> dict[str, Any]:
     spec: dict[str, Any] = {"replicas": wl.replicas, "selector": wl.selector, "template": template}
     if wl.kind == "statefulset":
         spec["serviceName"] = wl.name
-    status: dict[str, Any] = {"replicas": live_pods, "readyReplicas": live_pods,
-                              "availableReplicas": live_pods, "observedGeneration": 1}
+    status: dict[str, Any] = {
+        "replicas": live_pods,
+        "readyReplicas": live_pods,
+        "availableReplicas": live_pods,
+        "observedGeneration": 1,
+    }
     if wl.kind == "deployment":
         status["updatedReplicas"] = live_pods
         # what `kubectl wait --for=condition=Available deploy/NAME` waits for
         available = live_pods >= wl.replicas
         status["conditions"] = [
-            {"type": "Available", "status": "True" if available else "False",
-             "lastUpdateTime": _ts(wl.created), "lastTransitionTime": _ts(wl.created),
-             "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-             "message": "Deployment has minimum availability." if available
-             else "Deployment does not have minimum availability."},
-            {"type": "Progressing", "status": "True",
-             "lastUpdateTime": _ts(wl.created), "lastTransitionTime": _ts(wl.created),
-             "reason": "NewReplicaSetAvailable",
-             "message": f'Deployment "{wl.name}" has successfully progressed.'},
+            {
+                "type": "Available",
+                "status": "True" if available else "False",
+                "lastUpdateTime": _ts(wl.created),
+                "lastTransitionTime": _ts(wl.created),
+                "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                "message": "Deployment has minimum availability."
+                if available
+                else "Deployment does not have minimum availability.",
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "lastUpdateTime": _ts(wl.created),
+                "lastTransitionTime": _ts(wl.created),
+                "reason": "NewReplicaSetAvailable",
+                "message": f'Deployment "{wl.name}" has successfully progressed.',
+            },
         ]
     return {
-        "kind": kind, "apiVersion": "apps/v1",
-        "metadata": {"name": wl.name, "namespace": wl.namespace, "uid": wl.uid,
-                     "resourceVersion": str(wl.resource_version), "generation": 1,
-                     "creationTimestamp": _ts(wl.created), "labels": dict(wl.labels)},
+        "kind": kind,
+        "apiVersion": "apps/v1",
+        "metadata": {
+            "name": wl.name,
+            "namespace": wl.namespace,
+            "uid": wl.uid,
+            "resourceVersion": str(wl.resource_version),
+            "generation": 1,
+            "creationTimestamp": _ts(wl.created),
+            "labels": dict(wl.labels),
+        },
         "spec": spec,
         "status": status,
     }
@@ -194,30 +246,55 @@ def workload_list_json(kind: str, items: list[dict[str, Any]], rv: int) -> dict[
 
 
 def namespace_json(name: str, created: datetime) -> dict[str, Any]:
-    return {"kind": "Namespace", "apiVersion": "v1",
-            "metadata": {"name": name, "uid": f"ns-{name}", "resourceVersion": "1",
-                         "creationTimestamp": _ts(created),
-                         "labels": {"kubernetes.io/metadata.name": name}},
-            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+    return {
+        "kind": "Namespace",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": f"ns-{name}",
+            "resourceVersion": "1",
+            "creationTimestamp": _ts(created),
+            "labels": {"kubernetes.io/metadata.name": name},
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
 
 
 def namespace_list_json(namespaces: dict[str, datetime], rv: int) -> dict[str, Any]:
-    return _list("NamespaceList", "v1", rv,
-                 [namespace_json(n, t) for n, t in sorted(namespaces.items())])
+    return _list(
+        "NamespaceList", "v1", rv, [namespace_json(n, t) for n, t in sorted(namespaces.items())]
+    )
 
 
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-            405: "MethodNotAllowed", 409: "AlreadyExists", 500: "InternalError"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "AlreadyExists",
+    500: "InternalError",
+}
 
 
 def status_json(
-    code: int, message: str, *, reason: str | None = None, name: str | None = None,
+    code: int,
+    message: str,
+    *,
+    reason: str | None = None,
+    name: str | None = None,
     kind: str | None = None,
 ) -> dict[str, Any]:
     """A ``Status`` failure: ``status_json(404, 'pods "x" not found', name="x", kind="pods")``."""
-    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                           "status": "Failure", "message": message,
-                           "reason": reason or _REASONS.get(code, "Unknown")}
+    out: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or _REASONS.get(code, "Unknown"),
+    }
     if name is not None or kind is not None:
         out["details"] = {k: v for k, v in (("name", name), ("kind", kind)) if v is not None}
     out["code"] = code
@@ -226,11 +303,13 @@ def status_json(
 
 def not_found(resource: str, name: str) -> dict[str, Any]:
     """``pods "x" not found`` — the group-qualified resource for apps (``deployments.apps``)."""
-    return status_json(404, f'{resource} "{name}" not found', name=name,
-                       kind=resource.split(".")[0])
+    return status_json(
+        404, f'{resource} "{name}" not found', name=name, kind=resource.split(".")[0]
+    )
 
 
 # -- server-side printing (kubectl get asks for meta.k8s.io/v1 Table) ---------------------
+
 
 def human_duration(seconds: float) -> str:
     """apimachinery ``duration.HumanDuration``: kubectl's AGE column."""
@@ -260,8 +339,13 @@ def human_duration(seconds: float) -> str:
 
 
 def _column(name: str, kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "type": kind, "format": "name" if name == "Name" else "",
-            "description": "", "priority": 0}
+    return {
+        "name": name,
+        "type": kind,
+        "format": "name" if name == "Name" else "",
+        "description": "",
+        "priority": 0,
+    }
 
 
 def table_json(objs: list[dict[str, Any]], rv: int, now: datetime) -> dict[str, Any]:
@@ -273,39 +357,73 @@ def table_json(objs: list[dict[str, Any]], rv: int, now: datetime) -> dict[str, 
         return human_duration((now - created).total_seconds())
 
     if kind == "Pod":
-        columns = [_column("Name"), _column("Ready"), _column("Status"),
-                   _column("Restarts", "string"), _column("Age")]
+        columns = [
+            _column("Name"),
+            _column("Ready"),
+            _column("Status"),
+            _column("Restarts", "string"),
+            _column("Age"),
+        ]
 
         def cells(o: dict[str, Any]) -> list[Any]:
             statuses = o["status"]["containerStatuses"]
             ready = sum(1 for c in statuses if c["ready"])
             status = "Terminating" if "deletionTimestamp" in o["metadata"] else o["status"]["phase"]
             restarts = sum(c["restartCount"] for c in statuses)
-            return [o["metadata"]["name"], f"{ready}/{len(statuses)}", status, str(restarts),
-                    age(o)]
+            return [
+                o["metadata"]["name"],
+                f"{ready}/{len(statuses)}",
+                status,
+                str(restarts),
+                age(o),
+            ]
     elif kind == "Service":
-        columns = [_column("Name"), _column("Type"), _column("Cluster-IP"),
-                   _column("External-IP"), _column("Port(s)"), _column("Age")]
+        columns = [
+            _column("Name"),
+            _column("Type"),
+            _column("Cluster-IP"),
+            _column("External-IP"),
+            _column("Port(s)"),
+            _column("Age"),
+        ]
 
         def cells(o: dict[str, Any]) -> list[Any]:
             ports = ",".join(f"{p['port']}/{p['protocol']}" for p in o["spec"]["ports"])
-            return [o["metadata"]["name"], o["spec"]["type"], o["spec"]["clusterIP"], "<none>",
-                    ports or "<none>", age(o)]
+            return [
+                o["metadata"]["name"],
+                o["spec"]["type"],
+                o["spec"]["clusterIP"],
+                "<none>",
+                ports or "<none>",
+                age(o),
+            ]
     elif kind in ("Deployment", "StatefulSet", "ReplicaSet"):
         columns = [_column("Name"), _column("Ready"), _column("Age")]
 
         def cells(o: dict[str, Any]) -> list[Any]:
             st = o["status"]
-            return [o["metadata"]["name"], f"{st['readyReplicas']}/{o['spec']['replicas']}",
-                    age(o)]
+            return [o["metadata"]["name"], f"{st['readyReplicas']}/{o['spec']['replicas']}", age(o)]
     else:
         columns = [_column("Name"), _column("Status"), _column("Age")]
 
         def cells(o: dict[str, Any]) -> list[Any]:
             return [o["metadata"]["name"], o.get("status", {}).get("phase", ""), age(o)]
 
-    rows = [{"cells": cells(o), "object": {"kind": "PartialObjectMetadata",
-                                           "apiVersion": "meta.k8s.io/v1",
-                                           "metadata": o["metadata"]}} for o in objs]
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
-            "metadata": {"resourceVersion": str(rv)}, "columnDefinitions": columns, "rows": rows}
+    rows = [
+        {
+            "cells": cells(o),
+            "object": {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"],
+            },
+        }
+        for o in objs
+    ]
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": str(rv)},
+        "columnDefinitions": columns,
+        "rows": rows,
+    }

@@ -125,9 +125,17 @@ class _Buffered:
 class SandboxProxy:
     """One proxy listener. Start it with :meth:`start` in a nursery."""
 
-    def __init__(self, kind: str, *, host: str = "127.0.0.1", port: int = 0,
-                 username: str | None = None, password: str | None = None,
-                 pki: Pki | None = None, aliases: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        pki: Pki | None = None,
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"proxy kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if kind == "https" and pki is None:
@@ -154,8 +162,13 @@ class SandboxProxy:
         return f"{self.kind}://{user}{host}:{self.port}"
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.url(with_password=False), "kind": self.kind,
-                **asdict(self.counters), "fault": self.faults.fault, "times": self.faults.times}
+        return {
+            "url": self.url(with_password=False),
+            "kind": self.kind,
+            **asdict(self.counters),
+            "fault": self.faults.fault,
+            "times": self.faults.times,
+        }
 
     def set_fault(self, fault: str | None, times: int | None = None) -> None:
         if fault is not None and fault not in FAULTS:
@@ -183,8 +196,14 @@ class SandboxProxy:
                 await self._socks(_Buffered(client))
             else:
                 await self._http(_Buffered(client))
-        except (_Refused, trio.BrokenResourceError, trio.ClosedResourceError,
-                trio.TooSlowError, OSError, h11.ProtocolError):
+        except (
+            _Refused,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.TooSlowError,
+            OSError,
+            h11.ProtocolError,
+        ):
             pass
         finally:
             await trio.aclose_forcefully(client)
@@ -229,8 +248,12 @@ class SandboxProxy:
         if not self._auth_ok(headers.get("proxy-authorization", "")) or fault == "refuse-407":
             self.counters.refused += 1
             self.counters.auth_failures += 1
-            await self._answer(client, 407, "Proxy Authentication Required",
-                               'Proxy-Authenticate: Basic realm="pfcompose-sandbox"\r\n')
+            await self._answer(
+                client,
+                407,
+                "Proxy Authentication Required",
+                'Proxy-Authenticate: Basic realm="pfcompose-sandbox"\r\n',
+            )
             return
         if fault == "refuse-403":
             self.counters.refused += 1
@@ -242,8 +265,9 @@ class SandboxProxy:
             server = await trio.open_tcp_stream(address, port)
         except (_Refused, ValueError, OSError):
             self.counters.refused += 1
-            await self._answer(client, 403 if connect else 502, "Forbidden" if connect
-                               else "Bad Gateway")
+            await self._answer(
+                client, 403 if connect else 502, "Forbidden" if connect else "Bad Gateway"
+            )
             return
         tune_socket(server)
         try:
@@ -263,8 +287,9 @@ class SandboxProxy:
         finally:
             await trio.aclose_forcefully(server)
 
-    async def _pass_first_head(self, client: _Buffered, server: trio.abc.Stream,
-                               fault: str | None) -> None:
+    async def _pass_first_head(
+        self, client: _Buffered, server: trio.abc.Stream, fault: str | None
+    ) -> None:
         """Look at the first request in the tunnel if it is plain HTTP; strip if told."""
         while not client.buf:
             if not await client.fill():
@@ -276,24 +301,32 @@ class SandboxProxy:
 
     def _rewrite(self, head: bytes, fault: str | None) -> bytes:
         lines = head.split(b"\r\n")
-        upgrade = next((line.split(b":", 1)[1].strip().decode("latin-1").lower()
-                        for line in lines[1:] if line.lower().startswith(b"upgrade:")), None)
+        upgrade = next(
+            (
+                line.split(b":", 1)[1].strip().decode("latin-1").lower()
+                for line in lines[1:]
+                if line.lower().startswith(b"upgrade:")
+            ),
+            None,
+        )
         if upgrade is None:
             return head
         self.counters.upgrades[upgrade] = self.counters.upgrades.get(upgrade, 0) + 1
         if fault == "strip-upgrade" or (fault == "strip-websocket" and upgrade == "websocket"):
             self.counters.stripped += 1
-            kept = [line for line in lines
-                    if not line.lower().startswith((b"upgrade:", b"connection:"))]
+            kept = [
+                line for line in lines if not line.lower().startswith((b"upgrade:", b"connection:"))
+            ]
             return b"\r\n".join(kept)
         return head
 
-    async def _answer(self, client: _Buffered, status: int, reason: str,
-                      extra: str = "") -> None:
+    async def _answer(self, client: _Buffered, status: int, reason: str, extra: str = "") -> None:
         body = f"{status} {reason}\n".encode()
         await client.stream.send_all(
             f"HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
 
     # -- SOCKS5 (RFC 1928, RFC 1929) -----------------------------------------------------
     async def _socks(self, client: _Buffered) -> None:

@@ -69,20 +69,36 @@ fast_path_only = pytest.mark.skipif(
 
 DEFAULT_STATE: dict[str, Any] = {
     "pods": [
-        {"name": "echo", "labels": {"app": "echo"},
-         "ports": [{"containerPort": 5000, "name": "echo", "serve": "echo"}]},
-        {"name": "blob", "labels": {"app": "blob"},
-         "ports": [{"containerPort": 9000, "name": "blob", "serve": "blob"}]},
+        {
+            "name": "echo",
+            "labels": {"app": "echo"},
+            "ports": [{"containerPort": 5000, "name": "echo", "serve": "echo"}],
+        },
+        {
+            "name": "blob",
+            "labels": {"app": "blob"},
+            "ports": [{"containerPort": 9000, "name": "blob", "serve": "blob"}],
+        },
     ],
     "services": [
-        {"name": "echo", "selector": {"app": "echo"},
-         "ports": [{"name": "echo", "port": 80, "targetPort": "echo"},
-                   {"name": "direct", "port": 5000, "targetPort": 5000}]},
+        {
+            "name": "echo",
+            "selector": {"app": "echo"},
+            "ports": [
+                {"name": "echo", "port": 80, "targetPort": "echo"},
+                {"name": "direct", "port": 5000, "targetPort": 5000},
+            ],
+        },
     ],
     "deployments": [
-        {"name": "web", "replicas": 1,
-         "template": {"labels": {"app": "web"},
-                      "ports": [{"containerPort": 8080, "name": "http", "serve": "http"}]}},
+        {
+            "name": "web",
+            "replicas": 1,
+            "template": {
+                "labels": {"app": "web"},
+                "ports": [{"containerPort": 8080, "name": "http", "serve": "http"}],
+            },
+        },
     ],
 }
 """Two pods (``echo`` on 5000, ``blob`` on 9000), a service and a deployment."""
@@ -97,6 +113,7 @@ requires_kubectl = pytest.mark.skipif(
 
 
 # -- fixtures ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def sandbox_state() -> dict[str, Any] | State:
@@ -113,8 +130,9 @@ async def sandbox(sandbox_state: dict[str, Any] | State) -> AsyncIterator[Sandbo
 
 
 @pytest.fixture
-def sandbox_process(sandbox_state: dict[str, Any] | State,
-                    tmp_path: Path) -> Iterator[SandboxProcess]:
+def sandbox_process(
+    sandbox_state: dict[str, Any] | State, tmp_path: Path
+) -> Iterator[SandboxProcess]:
     """``pfcompose sandbox`` in a subprocess (needs a state dict, not a State)."""
     if isinstance(sandbox_state, State):
         raise TypeError("sandbox_process needs sandbox_state as a dict (it is written to YAML)")
@@ -123,6 +141,7 @@ def sandbox_process(sandbox_state: dict[str, Any] | State,
 
 
 # -- the subprocess sandbox -----------------------------------------------------------
+
 
 @dataclass
 class SandboxProcess:
@@ -136,15 +155,20 @@ class SandboxProcess:
     def admin(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """Call the ``/_sandbox/`` API: ``admin("POST", "/_sandbox/pods/default/echo/kill")``."""
         data = json.dumps(body or {}).encode() if method != "GET" else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
 
 
 def start_sandbox_process(
-    state: Mapping[str, Any] | None, directory: Path, *, extra_args: Sequence[str] = (),
-    timeout: float = STARTUP_TIMEOUT, command: Sequence[str] = (),
+    state: Mapping[str, Any] | None,
+    directory: Path,
+    *,
+    extra_args: Sequence[str] = (),
+    timeout: float = STARTUP_TIMEOUT,
+    command: Sequence[str] = (),
 ) -> _ProcessContext:
     """Start ``python -m pfcompose sandbox`` (or ``command sandbox``) and wait for its
     ``Ready`` line."""
@@ -152,22 +176,32 @@ def start_sandbox_process(
 
 
 class _ProcessContext:
-    def __init__(self, state: Mapping[str, Any] | None, directory: Path, extra: list[str],
-                 timeout: float, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        state: Mapping[str, Any] | None,
+        directory: Path,
+        extra: list[str],
+        timeout: float,
+        command: list[str] | None = None,
+    ) -> None:
         self._state, self._dir, self._extra, self._timeout = state, directory, extra, timeout
         self._command = command or [sys.executable, "-m", "pfcompose"]
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> SandboxProcess:
         self._dir.mkdir(parents=True, exist_ok=True)
-        args = [*self._command, "sandbox",
-                "--kubeconfig-out", str(self._dir / "kubeconfig"), *self._extra]
+        args = [
+            *self._command,
+            "sandbox",
+            "--kubeconfig-out",
+            str(self._dir / "kubeconfig"),
+            *self._extra,
+        ]
         if self._state is not None:
             state_file = self._dir / "state.yaml"
             state_file.write_text(yaml.safe_dump(dict(self._state)))
             args += ["--state", str(state_file)]
-        self._proc = proc = subprocess.Popen(args, stdout=subprocess.PIPE,
-                                             stderr=subprocess.STDOUT)
+        self._proc = proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         lines: list[str] = []
         url = kubeconfig = None
@@ -220,8 +254,10 @@ class _ProcessContext:
 
 # -- kubectl ------------------------------------------------------------------------------
 
-def kubectl_env(home: Path, *, websockets: bool | None = True,
-                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+
+def kubectl_env(
+    home: Path, *, websockets: bool | None = True, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Environment for kubectl: private HOME, no KUBECONFIG leak, transport switch.
 
     ``websockets=None`` leaves ``KUBECTL_PORT_FORWARD_WEBSOCKETS`` unset: kubectl's default.
@@ -235,22 +271,35 @@ def kubectl_env(home: Path, *, websockets: bool | None = True,
     return env
 
 
-async def run_kubectl(kubeconfig: Path, *args: str, timeout: float = 30.0,
-                      websockets: bool | None = True,
-                      kubectl: str | os.PathLike[str] = KUBECTL,
-                      ) -> subprocess.CompletedProcess[bytes]:
+async def run_kubectl(
+    kubeconfig: Path,
+    *args: str,
+    timeout: float = 30.0,
+    websockets: bool | None = True,
+    kubectl: str | os.PathLike[str] = KUBECTL,
+) -> subprocess.CompletedProcess[bytes]:
     """``kubectl --kubeconfig … --cache-dir … ARGS`` with a time limit; never raises on exit≠0.
 
     ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.sandbox.testing_kubectl`).
     """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
     try:
-        cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig),
-               "--cache-dir", str(home / "cache"), *args]
+        cmd = [
+            os.fspath(kubectl),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--cache-dir",
+            str(home / "cache"),
+            *args,
+        ]
         with trio.fail_after(timeout):
-            return await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
-                                          check=False, env=kubectl_env(home,
-                                                                       websockets=websockets))
+            return await trio.run_process(
+                cmd,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=kubectl_env(home, websockets=websockets),
+            )
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -309,10 +358,16 @@ class KubectlForward:
 
 @asynccontextmanager
 async def kubectl_port_forward(
-    kubeconfig: Path, target: str, *ports: str, websockets: bool | None = True,
-    namespace: str | None = None, addresses: Sequence[str] = ("localhost",),
-    timeout: float = STARTUP_TIMEOUT, extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None, kubectl: str | os.PathLike[str] = KUBECTL,
+    kubeconfig: Path,
+    target: str,
+    *ports: str,
+    websockets: bool | None = True,
+    namespace: str | None = None,
+    addresses: Sequence[str] = ("localhost",),
+    timeout: float = STARTUP_TIMEOUT,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    kubectl: str | os.PathLike[str] = KUBECTL,
 ) -> AsyncIterator[KubectlForward]:
     """Run ``kubectl port-forward TARGET PORTS…``; yield once every listener is up.
 
@@ -321,15 +376,27 @@ async def kubectl_port_forward(
     ``kubectl`` picks another binary (e.g. from :mod:`pfcompose.sandbox.testing_kubectl`).
     """
     home = Path(tempfile.mkdtemp(prefix="pfcompose-kubectl-"))
-    cmd = [os.fspath(kubectl), "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"),
-           "port-forward", target, *ports, "--address", ",".join(addresses), *extra_args]
+    cmd = [
+        os.fspath(kubectl),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--cache-dir",
+        str(home / "cache"),
+        "port-forward",
+        target,
+        *ports,
+        "--address",
+        ",".join(addresses),
+        *extra_args,
+    ]
     if namespace:
         cmd += ["-n", namespace]
     expected = len(ports) * sum(2 if a == "localhost" else 1 for a in addresses)
     try:
         async with trio.open_nursery() as nursery:
             proc: trio.Process = await nursery.start(
-                _run_process, cmd, kubectl_env(home, websockets=websockets, extra=env))
+                _run_process, cmd, kubectl_env(home, websockets=websockets, extra=env)
+            )
             try:
                 assert proc.stdout is not None and proc.stderr is not None
                 fwd = KubectlForward(proc, [], [], _Lines(proc.stdout), _Lines(proc.stderr))
@@ -361,8 +428,15 @@ async def kubectl_port_forward(
         shutil.rmtree(home, ignore_errors=True)
 
 
-async def _run_process(cmd: list[str], env: dict[str, str], *,
-                       task_status: trio.TaskStatus[trio.Process]) -> None:
-    await trio.run_process(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=env, check=False,
-                           task_status=task_status)
+async def _run_process(
+    cmd: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
+) -> None:
+    await trio.run_process(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        check=False,
+        task_status=task_status,
+    )

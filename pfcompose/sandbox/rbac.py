@@ -88,8 +88,10 @@ class Rule:
     api_groups: tuple[str, ...] = ("*",)
 
     def binds(self, user: User) -> bool:
-        return any(s == user.name or (s.startswith("group:") and s[6:] in user.groups)
-                   for s in self.subjects)
+        return any(
+            s == user.name or (s.startswith("group:") and s[6:] in user.groups)
+            for s in self.subjects
+        )
 
     def allows(self, a: Attributes) -> bool:
         if self.namespaces and a.namespace not in self.namespaces:
@@ -99,10 +101,12 @@ class Rule:
         if "*" not in self.api_groups and a.group not in self.api_groups:
             return False
         full = a.full_resource
-        return any(r in ("*", full) or (r.endswith("/*") and r[:-2] == a.resource
-                                       and bool(a.subresource))
-                   or (r.startswith("*/") and a.subresource == r[2:])
-                   for r in self.resources)
+        return any(
+            r in ("*", full)
+            or (r.endswith("/*") and r[:-2] == a.resource and bool(a.subresource))
+            or (r.startswith("*/") and a.subresource == r[2:])
+            for r in self.resources
+        )
 
 
 def _strings(value: object, where: str) -> tuple[str, ...]:
@@ -138,10 +142,13 @@ class Rbac:
                 raise RbacError(f"{where}: name is required")
             unknown = set(raw) - {"name", "token", "groups"}
             if unknown:
-                raise RbacError(f"{where}: unknown key {sorted(unknown)[0]!r} "
-                                "(expected name, token, groups)")
-            user = User(raw["name"], (*_strings(raw.get("groups"), where + ".groups"),
-                                      "system:authenticated"))
+                raise RbacError(
+                    f"{where}: unknown key {sorted(unknown)[0]!r} (expected name, token, groups)"
+                )
+            user = User(
+                raw["name"],
+                (*_strings(raw.get("groups"), where + ".groups"), "system:authenticated"),
+            )
             named[user.name] = user
             token = raw.get("token")
             if token is not None:
@@ -155,21 +162,36 @@ class Rbac:
             where = f"{source}: rbac[{i}]"
             if not isinstance(raw, Mapping):
                 raise RbacError(f"{where}: expected a mapping")
-            unknown = set(raw) - {"name", "subjects", "verbs", "resources", "namespaces",
-                                  "apiGroups"}
+            unknown = set(raw) - {
+                "name",
+                "subjects",
+                "verbs",
+                "resources",
+                "namespaces",
+                "apiGroups",
+            }
             if unknown:
-                raise RbacError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected name, "
-                                "subjects, verbs, resources, namespaces, apiGroups)")
+                raise RbacError(
+                    f"{where}: unknown key {sorted(unknown)[0]!r} (expected name, "
+                    "subjects, verbs, resources, namespaces, apiGroups)"
+                )
             subjects = _strings(raw.get("subjects"), where + ".subjects")
             verbs = _strings(raw.get("verbs"), where + ".verbs")
             resources = _strings(raw.get("resources"), where + ".resources")
-            for key, value in (("subjects", subjects), ("verbs", verbs),
-                               ("resources", resources)):
+            for key, value in (("subjects", subjects), ("verbs", verbs), ("resources", resources)):
                 if not value:
                     raise RbacError(f"{where}: {key} is required")
             groups = _strings(raw.get("apiGroups"), where + ".apiGroups") or ("*",)
-            parsed.append(Rule(str(raw.get("name") or f"rule-{i}"), subjects, verbs, resources,
-                               _strings(raw.get("namespaces"), where + ".namespaces"), groups))
+            parsed.append(
+                Rule(
+                    str(raw.get("name") or f"rule-{i}"),
+                    subjects,
+                    verbs,
+                    resources,
+                    _strings(raw.get("namespaces"), where + ".namespaces"),
+                    groups,
+                )
+            )
         self.tokens, self.users, self.rules = tokens, named, parsed
         self._raw = (users, rules)
         self.enabled = True
@@ -194,17 +216,27 @@ class Rbac:
         """The admin API's view (tokens are not shown)."""
         return {
             "enabled": self.enabled,
-            "users": [{"name": u.name, "groups": [g for g in u.groups
-                                                  if g != "system:authenticated"]}
-                      for u in self.users.values()],
-            "rbac": [{"name": r.name, "subjects": list(r.subjects), "verbs": list(r.verbs),
-                      "resources": list(r.resources), "namespaces": list(r.namespaces),
-                      "apiGroups": list(r.api_groups)} for r in self.rules],
+            "users": [
+                {"name": u.name, "groups": [g for g in u.groups if g != "system:authenticated"]}
+                for u in self.users.values()
+            ],
+            "rbac": [
+                {
+                    "name": r.name,
+                    "subjects": list(r.subjects),
+                    "verbs": list(r.verbs),
+                    "resources": list(r.resources),
+                    "namespaces": list(r.namespaces),
+                    "apiGroups": list(r.api_groups),
+                }
+                for r in self.rules
+            ],
         }
 
     # -- authentication -----------------------------------------------------------------
-    def authenticate(self, authorization: str, peer_cert: Mapping[str, Any] | None,
-                     admin_token: str | None) -> User | None:
+    def authenticate(
+        self, authorization: str, peer_cert: Mapping[str, Any] | None, admin_token: str | None
+    ) -> User | None:
         """The user of a request; None = credentials presented but unknown (401)."""
         if authorization:
             scheme, _, token = authorization.partition(" ")
@@ -238,9 +270,14 @@ class Rbac:
         ra = spec.get("resourceAttributes")
         nra = spec.get("nonResourceAttributes")
         if isinstance(ra, Mapping):
-            a = Attributes(str(ra.get("verb") or ""), str(ra.get("resource") or ""),
-                           str(ra.get("subresource") or ""), str(ra.get("namespace") or ""),
-                           str(ra.get("name") or ""), str(ra.get("group") or ""))
+            a = Attributes(
+                str(ra.get("verb") or ""),
+                str(ra.get("resource") or ""),
+                str(ra.get("subresource") or ""),
+                str(ra.get("namespace") or ""),
+                str(ra.get("name") or ""),
+                str(ra.get("group") or ""),
+            )
         elif isinstance(nra, Mapping):
             a = Attributes(str(nra.get("verb") or ""), path=str(nra.get("path") or "/"))
         else:
@@ -249,8 +286,13 @@ class Rbac:
         status: dict[str, Any] = {"allowed": rule is not None}
         if rule is not None:
             status["reason"] = f'RBAC: allowed by sandbox rule "{rule.name}" to User "{user.name}"'
-        return {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
-                "metadata": {"creationTimestamp": None}, "spec": dict(spec), "status": status}
+        return {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": dict(spec),
+            "status": status,
+        }
 
 
 def user_of_certificate(cert: Mapping[str, Any]) -> User | None:
@@ -270,10 +312,14 @@ def user_of_certificate(cert: Mapping[str, Any]) -> User | None:
 
 # -- requests → attributes ---------------------------------------------------------
 
-_CORE = re.compile(r"^/api/v1/(?:namespaces/(?P<ns>[^/]+)/)?(?P<res>[^/]+)"
-                   r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
-_GROUPED = re.compile(r"^/apis/(?P<group>[^/]+)/[^/]+/(?:namespaces/(?P<ns>[^/]+)/)?"
-                      r"(?P<res>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
+_CORE = re.compile(
+    r"^/api/v1/(?:namespaces/(?P<ns>[^/]+)/)?(?P<res>[^/]+)"
+    r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$"
+)
+_GROUPED = re.compile(
+    r"^/apis/(?P<group>[^/]+)/[^/]+/(?:namespaces/(?P<ns>[^/]+)/)?"
+    r"(?P<res>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$"
+)
 _METHOD_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
@@ -307,9 +353,11 @@ def forbidden_message(user: User, a: Attributes) -> str:
     """``responsewriters.forbiddenMessage`` + ``errors.NewForbidden``, word for word."""
     if a.path:
         return f'forbidden: User "{user.name}" cannot {a.verb} path "{a.path}"'
-    scope = (f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope")
-    why = (f'User "{user.name}" cannot {a.verb} resource "{a.full_resource}" '
-           f'in API group "{a.group}" {scope}')
+    scope = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
+    why = (
+        f'User "{user.name}" cannot {a.verb} resource "{a.full_resource}" '
+        f'in API group "{a.group}" {scope}'
+    )
     qualified = f"{a.resource}.{a.group}" if a.group else a.resource
     if a.name:
         return f'{qualified} "{a.name}" is forbidden: {why}'
@@ -325,16 +373,30 @@ def forbidden_status(user: User, a: Attributes) -> dict[str, Any]:
         details["group"] = a.group
     if a.resource:
         details["kind"] = a.resource
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": forbidden_message(user, a), "reason": "Forbidden",
-            "details": details, "code": 403}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": forbidden_message(user, a),
+        "reason": "Forbidden",
+        "details": details,
+        "code": 403,
+    }
 
 
 # -- kubectl sends the review as protobuf (application/vnd.kubernetes.protobuf) -----------
 
 _PROTOBUF_MAGIC = b"k8s\x00"
-_RESOURCE_FIELDS = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource",
-                    6: "subresource", 7: "name"}
+_RESOURCE_FIELDS = {
+    1: "namespace",
+    2: "verb",
+    3: "group",
+    4: "version",
+    5: "resource",
+    6: "subresource",
+    7: "name",
+}
 _NON_RESOURCE_FIELDS = {1: "path", 2: "verb"}
 
 
@@ -363,7 +425,7 @@ def _fields(data: bytes) -> dict[int, bytes]:
             varint()
         elif wire == 2:
             n = varint()
-            out[number] = data[i:i + n]
+            out[number] = data[i : i + n]
             i += n
         elif wire in (1, 5):
             i += 8 if wire == 1 else 4
@@ -379,16 +441,21 @@ def review_request(body: bytes, content_type: str) -> dict[str, Any]:
     if content_type.startswith("application/vnd.kubernetes.protobuf"):
         if not body.startswith(_PROTOBUF_MAGIC):
             raise ValueError("not a Kubernetes protobuf envelope")
-        raw = _fields(body[len(_PROTOBUF_MAGIC):]).get(2, b"")  # runtime.Unknown.raw
+        raw = _fields(body[len(_PROTOBUF_MAGIC) :]).get(2, b"")  # runtime.Unknown.raw
         spec = _fields(_fields(raw).get(2, b""))  # SelfSubjectAccessReview.spec
         out: dict[str, Any] = {}
-        for number, key, names in ((1, "resourceAttributes", _RESOURCE_FIELDS),
-                                   (2, "nonResourceAttributes", _NON_RESOURCE_FIELDS)):
+        for number, key, names in (
+            (1, "resourceAttributes", _RESOURCE_FIELDS),
+            (2, "nonResourceAttributes", _NON_RESOURCE_FIELDS),
+        ):
             if number in spec:
                 attrs = _fields(spec[number])
                 out[key] = {names[n]: v.decode() for n, v in attrs.items() if n in names}
-        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": out}
+        return {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": out,
+        }
     value = json.loads(body or b"{}")
     if not isinstance(value, dict):
         raise ValueError("the body must be a JSON object")
@@ -400,8 +467,13 @@ def rbac_admin(policy: Rbac, method: str, body: bytes) -> tuple[int, Any]:
     import json
 
     def error(code: int, message: str) -> tuple[int, Any]:
-        return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                      "message": message, "code": code}
+        return code, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "code": code,
+        }
 
     if method == "POST":
         try:

@@ -43,9 +43,19 @@ class PodNotFound(LookupError):
 class Sandbox:
     """One emulated cluster. Build it with :func:`run_sandbox`."""
 
-    def __init__(self, state: State, nursery: trio.Nursery, workdir: Path, *,
-                 host: str, port: int, pki: Pki | None, require_client_cert: bool,
-                 token: str | None, token_ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        nursery: trio.Nursery,
+        workdir: Path,
+        *,
+        host: str,
+        port: int,
+        pki: Pki | None,
+        require_client_cert: bool,
+        token: str | None,
+        token_ttl: float | None = None,
+    ) -> None:
         self.state = state
         self.token = token
         self.auth = Authenticator(lambda: self.token, token_ttl)
@@ -98,15 +108,22 @@ class Sandbox:
         """Write a kubeconfig (context ``pfcompose-sandbox``); default: ``kubeconfig_path``."""
         proxy_url = self.proxy.url() if self.proxy is not None else None
         server = self.gateway.url if self.gateway is not None else self.url
-        return write_kubeconfig(path or self.kubeconfig_path, server, pki=self.pki,
-                                token=self.token, proxy_url=proxy_url,
-                                exec_plugin=self.url if self.auth.token_ttl is not None else None)
+        return write_kubeconfig(
+            path or self.kubeconfig_path,
+            server,
+            pki=self.pki,
+            token=self.token,
+            proxy_url=proxy_url,
+            exec_plugin=self.url if self.auth.token_ttl is not None else None,
+        )
 
-    async def start_proxy(self, kind: str, *, username: str | None = None,
-                          password: str | None = None) -> SandboxProxy:
+    async def start_proxy(
+        self, kind: str, *, username: str | None = None, password: str | None = None
+    ) -> SandboxProxy:
         """Start a built-in proxy (http, https, socks5) and use it for the kubeconfig."""
-        proxy = SandboxProxy(kind, host=self.host, username=username, password=password,
-                             pki=self.pki)
+        proxy = SandboxProxy(
+            kind, host=self.host, username=username, password=password, pki=self.pki
+        )
         await proxy.start(self._nursery)
         self.proxy = proxy
         return proxy
@@ -137,8 +154,9 @@ class Sandbox:
             raise LookupError("the sandbox runs no proxy (--proxy)")
         if method == "POST":
             times = args.get("times")
-            if times is not None and (isinstance(times, bool) or not isinstance(times, int)
-                                      or times < 1):
+            if times is not None and (
+                isinstance(times, bool) or not isinstance(times, int) or times < 1
+            ):
                 raise ValueError("'times' must be a whole number >= 1 or null")
             self.proxy.set_fault(args.get("fault"), times)
         return self.proxy.describe()
@@ -155,8 +173,9 @@ class Sandbox:
         self._api_scope = trio.CancelScope()
         self._nursery.start_soon(self._serve_api, listeners, self._api_scope, self._api_done)
 
-    async def _serve_api(self, listeners: list[trio.SocketListener], scope: trio.CancelScope,
-                         done: trio.Event) -> None:
+    async def _serve_api(
+        self, listeners: list[trio.SocketListener], scope: trio.CancelScope, done: trio.Event
+    ) -> None:
         try:
             with scope:
                 await trio.serve_listeners(self._connection, listeners)
@@ -210,10 +229,14 @@ class Sandbox:
         self._nursery.start_soon(restart)
 
     # -- hooks for the API server -------------------------------------------------------
-    async def portforward(self, request: Request, transport: trio.abc.Stream,
-                          trailing: bytes, pod: Pod) -> None:
-        if self.handoff is not None and self.emulate == "1.36" and (
-                request.headers.get("upgrade", "").lower() == "websocket"):
+    async def portforward(
+        self, request: Request, transport: trio.abc.Stream, trailing: bytes, pod: Pod
+    ) -> None:
+        if (
+            self.handoff is not None
+            and self.emulate == "1.36"
+            and (request.headers.get("upgrade", "").lower() == "websocket")
+        ):
             await self.handoff.forward(request, transport, trailing, pod)
             return
         await self.kubelet.serve(request, transport, trailing, pod)
@@ -268,15 +291,26 @@ class Sandbox:
             for cp in pod.ports:
                 addr = self.backends.address(pod, cp.container_port)
                 ports[str(cp.container_port)] = {
-                    "name": cp.name, "serve": cp.serve.kind,
+                    "name": cp.name,
+                    "serve": cp.serve.kind,
                     "address": f"{addr[0]}:{addr[1]}" if addr else None,
                 }
-            pods.append({"namespace": pod.namespace, "name": pod.name, "phase": pod.phase,
-                         "ready": pod.ready, "terminating": pod.deletion_timestamp is not None,
-                         "ports": ports})
-        return {"url": self.url, "resourceVersion": self.state.resource_version, "pods": pods,
-                "streams": {"refuse": self.stream_faults.refuse,
-                            "delay": self.stream_faults.delay}}
+            pods.append(
+                {
+                    "namespace": pod.namespace,
+                    "name": pod.name,
+                    "phase": pod.phase,
+                    "ready": pod.ready,
+                    "terminating": pod.deletion_timestamp is not None,
+                    "ports": ports,
+                }
+            )
+        return {
+            "url": self.url,
+            "resourceVersion": self.state.resource_version,
+            "pods": pods,
+            "streams": {"refuse": self.stream_faults.refuse, "delay": self.stream_faults.delay},
+        }
 
     # -- faults ---------------------------------------------------------------------------
     async def kill_pod(self, name: str, namespace: str = "default") -> None:
@@ -287,8 +321,9 @@ class Sandbox:
         self.backends.stop(pod)
         await self.kubelet.pod_gone(pod)
 
-    async def replace_pod(self, name: str, namespace: str = "default", *,
-                          grace: float = 1.0) -> str:
+    async def replace_pod(
+        self, name: str, namespace: str = "default", *, grace: float = 1.0
+    ) -> str:
         """A rollout step: a new pod (new name, same labels and ports) becomes Ready, the
         old one turns terminating (deletionTimestamp, not ready) and is killed after
         ``grace`` seconds. Returns the new pod's name."""
@@ -323,8 +358,9 @@ class Sandbox:
         pod = self.pod(name, namespace)
         return self.backends.reset(pod) + self.kubelet.reset_target_connections(pod)
 
-    def set_app_fault(self, name: str, port: int, fault: str | None,
-                      namespace: str = "default") -> None:
+    def set_app_fault(
+        self, name: str, port: int, fault: str | None, namespace: str = "default"
+    ) -> None:
         """Make the pod's app on ``port`` refuse, answer 500 or hang (``none``: heal)."""
         self.backends.set_app_fault(self.pod(name, namespace), port, fault)
 
@@ -377,9 +413,17 @@ async def run_sandbox(
     try:
         pki = await trio.to_thread.run_sync(make_pki, directory / "pki") if tls else None
         async with _unwrapped_nursery() as nursery:
-            sb = Sandbox(state or State(), nursery, directory, host=host, port=port, pki=pki,
-                         require_client_cert=require_client_cert, token=token,
-                         token_ttl=token_ttl)
+            sb = Sandbox(
+                state or State(),
+                nursery,
+                directory,
+                host=host,
+                port=port,
+                pki=pki,
+                require_client_cert=require_client_cert,
+                token=token,
+                token_ttl=token_ttl,
+            )
             if kubeconfig_path is not None:
                 sb.kubeconfig_path = kubeconfig_path
             for pod in list(sb.state.pods.values()):
@@ -412,4 +456,3 @@ async def _unwrapped_nursery() -> AsyncIterator[trio.Nursery]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
-

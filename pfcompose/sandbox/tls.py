@@ -42,8 +42,10 @@ class Pki:
         return ctx
 
 
-def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost",
-                                                       "pfcompose-sandbox.test")) -> Pki:
+def make_pki(
+    directory: Path,
+    hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost", "pfcompose-sandbox.test"),
+) -> Pki:
     """Create CA, server (for ``hosts``) and client certificates as PEM files in ``directory``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -66,28 +68,41 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "loc
     ca_name = name("pfcompose-sandbox-ca")
     ca = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(later)
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(later)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(subject: x509.Name, usage: x509.ObjectIdentifier,
-             sans: list[x509.GeneralName]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    def leaf(
+        subject: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         k = key()
         b = (
             x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(ca_name).public_key(k.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
             .not_valid_after(later)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
         )
         if sans:
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -100,21 +115,27 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "loc
         except ValueError:
             sans.append(x509.DNSName(h))
     server, server_key = leaf(name("pfcompose-sandbox"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
-    client, client_key = leaf(name("pfcompose-sandbox-user", "system:masters"),
-                              ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    client, client_key = leaf(
+        name("pfcompose-sandbox-user", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH, []
+    )
 
     def cert_pem(c: x509.Certificate) -> bytes:
         return c.public_bytes(serialization.Encoding.PEM)
 
     def key_pem(k: ec.EllipticCurvePrivateKey) -> bytes:
-        return k.private_bytes(serialization.Encoding.PEM,
-                               serialization.PrivateFormat.TraditionalOpenSSL,
-                               serialization.NoEncryption())
+        return k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
 
     directory.mkdir(parents=True, exist_ok=True)
     files = {
-        "ca.crt": cert_pem(ca), "server.crt": cert_pem(server), "server.key": key_pem(server_key),
-        "client.crt": cert_pem(client), "client.key": key_pem(client_key),
+        "ca.crt": cert_pem(ca),
+        "server.crt": cert_pem(server),
+        "server.key": key_pem(server_key),
+        "client.crt": cert_pem(client),
+        "client.key": key_pem(client_key),
         "ca.key": key_pem(ca_key),  # kept so users' client certificates can be issued (RBAC)
     }
     for fname, data in files.items():
@@ -122,8 +143,13 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "loc
         path.write_bytes(data)
         if fname.endswith(".key"):
             path.chmod(0o600)
-    return Pki(directory / "ca.crt", directory / "server.crt", directory / "server.key",
-               directory / "client.crt", directory / "client.key")
+    return Pki(
+        directory / "ca.crt",
+        directory / "server.crt",
+        directory / "server.key",
+        directory / "client.crt",
+        directory / "client.key",
+    )
 
 
 def issue_client_cert(pki: Pki, cn: str, groups: list[str], directory: Path) -> Pki:
@@ -135,8 +161,7 @@ def issue_client_cert(pki: Pki, cn: str, groups: list[str], directory: Path) -> 
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(
-        (pki.ca_cert.parent / "ca.key").read_bytes(), None)
+    ca_key = serialization.load_pem_private_key((pki.ca_cert.parent / "ca.key").read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
@@ -144,20 +169,28 @@ def issue_client_cert(pki: Pki, cn: str, groups: list[str], directory: Path) -> 
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs)).issuer_name(ca.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file = directory / "client.key"
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     key_file.chmod(0o600)
     return Pki(pki.ca_cert, pki.server_cert, pki.server_key, directory / "client.crt", key_file)

@@ -135,8 +135,6 @@ class Traffic:
         return record
 
 
-
-
 @dataclass(slots=True)
 class ConnStats:
     """One connection's own counters, bumped in the same copy loops as :class:`Traffic`'s
@@ -186,11 +184,11 @@ class Outcome:
 
 _POD_GONE = re.compile(
     r'network namespace for sandbox "?[^"\s]*"? is closed'  # containerd
-    r'|failed to find sandbox "?[^"\s]*"? in store'          # containerd
-    r"|sandbox \S+ is not running"                            # CRI-O
-    r"|could not find sandbox \S+"                            # CRI-O
-    r"|PodSandbox with ID starting with \S+ not found"        # CRI-O
-    r"|pod not found"                                         # kubelet
+    r'|failed to find sandbox "?[^"\s]*"? in store'  # containerd
+    r"|sandbox \S+ is not running"  # CRI-O
+    r"|could not find sandbox \S+"  # CRI-O
+    r"|PodSandbox with ID starting with \S+ not found"  # CRI-O
+    r"|pod not found"  # kubelet
 )
 
 
@@ -367,8 +365,9 @@ async def _finish(
     break resets it (a truncated transfer must not look complete), else a clean close."""
     if message:
         await _close_local(local, reset=True)
-        return Outcome(f"an error occurred forwarding {where}: {message}",
-                       pod_gone=pod_gone_text(message))
+        return Outcome(
+            f"an error occurred forwarding {where}: {message}", pod_gone=pod_gone_text(message)
+        )
     await _close_local(local, reset=broken is not None)
     return Outcome(broken)
 

@@ -393,6 +393,7 @@ class Forward:
     def _forget_access(self, failed: ClusterAccess | None) -> None:
         if isinstance(self._load_access, ForgetsAccess):
             self._load_access.invalidate(self.spec, failed)
+
     # -- health checks (health.py) ---------------------------------------------------
 
     def emit_event(self, event: Event) -> None:
@@ -546,8 +547,7 @@ class Forward:
             await probe_portforward(access.endpoint, path, self._remote_ports[0])
             link = Link(target.pod, "websocket", access.endpoint, path)
             self._became_ready(link)
-            reason = await _until_gone(
-                link, lambda: self._watch_pod(target.namespace, target.pod))
+            reason = await _until_gone(link, lambda: self._watch_pod(target.namespace, target.pod))
         else:
             upgraded, used = await dial_spdy(access.endpoint, path, self.spec.transport)
             if isinstance(upgraded, WebSocketByteStream):  # the tunnel reads as much

@@ -109,4 +109,3 @@ def exec_lean(launch: Launch) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     replace_process(lean_argv(_BOOT, str(fd), *sys.argv))
-

@@ -349,9 +349,7 @@ def negotiate_spdy(
 
 def _gorilla_error(status: int, message: str) -> Answer:
     """gorilla ``Upgrader.returnError``: the status text as body, reason only in logs."""
-    answer = _http_error(
-        status, http.HTTPStatus(status).phrase, [("Sec-Websocket-Version", "13")]
-    )
+    answer = _http_error(status, http.HTTPStatus(status).phrase, [("Sec-Websocket-Version", "13")])
     return Answer(status, answer.data, message=message)
 
 
@@ -475,9 +473,7 @@ def negotiate_channel_websocket(
     if not key:
         return _xnet_error(400, "mismatch challenge/response")
     if header_get(headers, b"sec-websocket-version") != "13":
-        return _xnet_error(
-            400, "missing or bad WebSocket Version", "Sec-WebSocket-Version: 13\r\n"
-        )
+        return _xnet_error(400, "missing or bad WebSocket Version", "Sec-WebSocket-Version: 13\r\n")
     raw = header_get(headers, b"sec-websocket-protocol").strip()
     offered = [p.strip() for p in raw.split(",")] if raw else [""]
     chosen = next((p for p in offered if p in supported), None)

@@ -26,6 +26,7 @@ MAX_BODY = 64 * 1024 * 1024
 MAX_LINE = 16 * 1024 * 1024
 """Bound on one line of a streamed (watch) response."""
 
+
 async def send_request(
     conn: h11.Connection, transport: trio.abc.Stream, request: h11.Request, body: bytes = b""
 ) -> None:

@@ -75,5 +75,3 @@ def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str:
         if k == name:
             return v.decode("latin-1")
     return ""
-
-

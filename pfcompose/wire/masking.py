@@ -35,9 +35,7 @@ _SMALL = 64
 def _xor_small(data: Buffer, key: Buffer) -> bytes:
     n = len(data)
     stream = (bytes(key) * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(
-        n, "little"
-    )
+    return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
 
 
 def python_masked(data: Buffer, key: Buffer) -> bytes:

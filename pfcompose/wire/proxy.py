@@ -132,9 +132,7 @@ async def _http_connect(
         if event is h11.NEED_DATA:
             data = await stream.receive_some(65536)
             if not data:
-                raise ProxyError(
-                    f"proxy {proxy.url} closed the connection during CONNECT {target}"
-                )
+                raise ProxyError(f"proxy {proxy.url} closed the connection during CONNECT {target}")
             conn.receive_data(bytes(data))
             continue
         if isinstance(event, h11.InformationalResponse):
@@ -224,8 +222,7 @@ async def open_tunnel(
             return await _http_connect(stream, proxy, host, port, user_agent)
         except trio.BrokenResourceError:
             raise ProxyError(
-                f"proxy {proxy.url} closed the connection during CONNECT "
-                f"{_authority(host, port)}"
+                f"proxy {proxy.url} closed the connection during CONNECT {_authority(host, port)}"
             ) from None
     except BaseException:
         await trio.aclose_forcefully(stream)

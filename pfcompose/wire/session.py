@@ -601,9 +601,7 @@ class SpdySession:
         if self._paused:
             self._space.unpark_all()
 
-    async def write_data(
-        self, stream_id: int, view: memoryview, check: Callable[[], None]
-    ) -> None:
+    async def write_data(self, stream_id: int, view: memoryview, check: Callable[[], None]) -> None:
         """Send ``view`` on a stream, one transport write per turn of the send lock;
         ``check`` (the stream's may-I-send test) runs under the lock before each."""
         step = self._send_batch

@@ -641,9 +641,7 @@ class SpdyConnection:
             return self._begin_control(word0 & 0xFFFF, flags, length, view, pos, end, batch)
         return self._begin_data(word0, flags, length, view, pos, end, batch)
 
-    def _whole_data_frames(
-        self, view: memoryview, pos: int, end: int, batch: _DataBatch
-    ) -> int:
+    def _whole_data_frames(self, view: memoryview, pos: int, end: int, batch: _DataBatch) -> int:
         """The common case, with locals only: DATA frames with a payload, each whole in
         this read; returns where the first other thing starts (for the general path,
         which also raises on anything malformed)."""
@@ -686,9 +684,7 @@ class SpdyConnection:
         self._state = _CONTROL_REST
         return end
 
-    def _read_control_rest(
-        self, view: memoryview, pos: int, end: int, batch: _DataBatch
-    ) -> int:
+    def _read_control_rest(self, view: memoryview, pos: int, end: int, batch: _DataBatch) -> int:
         """State CONTROL_REST: the rest of a control frame that arrived in pieces."""
         ctl = self._ctl
         assert ctl is not None

@@ -98,9 +98,7 @@ class WebSocketConnection:
         """The negotiated subprotocol (``""`` = none), as the handshake left it."""
         self.close_code: int | None = None
         self.close_reason: str = ""
-        self._ws = Connection(
-            ConnectionType.CLIENT if role == "client" else ConnectionType.SERVER
-        )
+        self._ws = Connection(ConnectionType.CLIENT if role == "client" else ConnectionType.SERVER)
         self._splitter = FrameSplitter(role)
         self._initial = bytes(initial_data)  # read by the first _pump
         self.receive_size = receive_size
@@ -247,8 +245,11 @@ class WebSocketConnection:
         item = await self._next_item()
         if isinstance(item, tuple):
             view, frame_finished, message_finished = item
-            return BytesMessage(data=whole_bytes(view), frame_finished=frame_finished,
-                                message_finished=message_finished)
+            return BytesMessage(
+                data=whole_bytes(view),
+                frame_finished=frame_finished,
+                message_finished=message_finished,
+            )
         return item
 
     async def receive_binary(self, budget: int) -> list[Buffer] | TextMessage | None:

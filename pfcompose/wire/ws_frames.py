@@ -186,8 +186,9 @@ class FrameSplitter:
                     self._passthrough = True
                     return
 
-    def _whole_frames(self, data: bytes, pos: int, view: memoryview,
-                      out: list[Piece | bytes | CloseConnection]) -> int:
+    def _whole_frames(
+        self, data: bytes, pos: int, view: memoryview, out: list[Piece | bytes | CloseConnection]
+    ) -> int:
         """The common case, with locals only: whole final binary frames (0x82), each
         entirely in this read; returns where the first other thing starts."""
         end = len(data)
@@ -215,8 +216,9 @@ class FrameSplitter:
             if stop > end:
                 break
             if unmask:
-                out.append((memoryview(masked(view[start:stop], data[start - 4 : start])),
-                            True, True))
+                out.append(
+                    (memoryview(masked(view[start:stop], data[start - 4 : start])), True, True)
+                )
             else:
                 out.append((view[start:stop], True, True))
             pos = stop
