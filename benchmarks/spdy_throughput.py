@@ -21,8 +21,8 @@ import time
 
 import trio
 
-from pfcompose.wire.endpoint import tune_socket
 from pfcompose.wire.session import DEFAULT_READ_SIZE, SessionLost, open_session
+from pfcompose.wire.sockio import tune_socket
 from pfcompose.wire.spdy import DEFAULT_MAX_DATA_FRAME
 
 READ_SIZE = DEFAULT_READ_SIZE

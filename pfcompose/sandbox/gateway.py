@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from pfcompose.sandbox.tls import Pki
-from pfcompose.wire.endpoint import tune_socket
+from pfcompose.wire.sockio import tune_socket
 
 __all__ = ["Gateway", "GatewayCounters", "parse_gateway"]
 

@@ -21,7 +21,7 @@ import trio
 from pfcompose.sandbox.apiserver import ApiServer, Request
 from pfcompose.sandbox.proxy import splice
 from pfcompose.sandbox.state import Pod
-from pfcompose.wire.endpoint import tune_socket
+from pfcompose.wire.sockio import tune_socket
 
 if TYPE_CHECKING:
     from pfcompose.sandbox.server import Sandbox

@@ -38,7 +38,7 @@ import h11
 import trio
 
 from pfcompose.sandbox.tls import Pki
-from pfcompose.wire.endpoint import tune_socket
+from pfcompose.wire.sockio import tune_socket
 
 __all__ = ["FAULTS", "ProxyCounters", "ProxyFaults", "SandboxProxy"]
 

@@ -31,7 +31,8 @@ from pfcompose.sandbox.proxy import SandboxProxy
 from pfcompose.sandbox.rbac import rbac_admin
 from pfcompose.sandbox.state import Pod, State, now
 from pfcompose.sandbox.tls import Pki, issue_client_cert, make_pki
-from pfcompose.wire.endpoint import Endpoint, tune_socket
+from pfcompose.wire.endpoint import Endpoint
+from pfcompose.wire.sockio import tune_socket
 
 __all__ = ["PodNotFound", "Sandbox", "run_sandbox"]
 

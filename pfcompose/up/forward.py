@@ -47,9 +47,10 @@ from pfcompose.up.events import Event, EventSink, Kind
 from pfcompose.up.health import HealthChecker
 from pfcompose.up.listeners import BoundPort, bind_port, join_host_port, set_linger_reset
 from pfcompose.wire.dial import dial_spdy, fallback_reason
-from pfcompose.wire.endpoint import Endpoint, tune_socket
+from pfcompose.wire.endpoint import Endpoint
 from pfcompose.wire.errors import UpgradeError
 from pfcompose.wire.session import SpdySession, open_session
+from pfcompose.wire.sockio import tune_socket
 from pfcompose.wire.websocket import WebSocketByteStream
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ import trio
 from .errors import WireError
 from .prefixed import with_prefix
 from .proxyenv import redact, split_proxy_url
+from .sockio import tune_socket
 
 __all__ = ["Proxy", "ProxyError", "open_tunnel", "parse_proxy_url", "redact"]
 
@@ -196,7 +197,6 @@ async def open_tunnel(
     Raises :class:`ProxyError` (refused, closed mid-handshake, unreachable); the
     caller bounds the time.
     """
-    from .endpoint import tune_socket
 
     if proxy.scheme in ("socks5", "socks5h"):
         tcp = await _socks(proxy, host, port)

@@ -16,14 +16,23 @@ here, not a signal.)
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import trio
 
-from pfcompose.platform.sockets import recv_now, send_now, sendv_now
+from pfcompose.platform.sockets import recv_now, reset_notsent_lowat, send_now, sendv_now
 from pfcompose.wire.prefixed import PrefixedStream
 
-__all__ = ["MAX_IOV", "read_now", "receive_some", "socket_of", "write_now", "writev_all"]
+__all__ = [
+    "MAX_IOV",
+    "read_now",
+    "receive_some",
+    "socket_of",
+    "tune_socket",
+    "write_now",
+    "writev_all",
+]
 
 MAX_IOV = 512
 """Buffers per ``writev`` (Linux allows 1024)."""
@@ -104,3 +113,16 @@ async def writev_all(stream: trio.SocketStream, parts: Sequence[Buffer]) -> None
                 views[0] = views[0][sent:]
                 sent = 0
     await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+def tune_socket(stream: trio.SocketStream) -> None:
+    """Socket options for forwarded traffic, interactive as often as it is bulk.
+
+    TCP_NODELAY (no Nagle delay for small writes), and TCP_NOTSENT_LOWAT back to
+    the system's default: trio sets 16 KiB, which makes every write to a busy
+    socket stop after ~16 KiB of unsent data and wait for writability again —
+    measured, 200 parallel 1 MiB echoes spent a sixth more wall time that way.
+    Go sets nothing of the kind.
+    """
+    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    reset_notsent_lowat(stream)  # where the platform has it (pfcompose.platform.sockets)
