@@ -9,12 +9,15 @@ Building requests and reading headers is sans-IO, in :mod:`.httpmsg`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import h11
 import trio
+
+from pfcompose._util.lines import LineSplitter, LineTooLongError
 
 from .endpoint import Endpoint
 from .errors import ProtocolError
@@ -25,6 +28,14 @@ MAX_BODY = 64 * 1024 * 1024
 """Bound on a buffered response body: a hostile server cannot make us grow without limit."""
 MAX_LINE = 16 * 1024 * 1024
 """Bound on one line of a streamed (watch) response."""
+
+
+class ResponseLineTooLong(ProtocolError):
+    """A line of a streamed response exceeded its bound (the peer lost its framing)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response line longer than {limit} bytes")
+        self.limit = limit
 
 
 async def send_request(
@@ -111,39 +122,41 @@ async def http_request(
 
 
 class LineReader:
-    """Async iterator over the lines (``\\n``-terminated, without it) of a response body."""
+    """Async iterator over the lines (``\\n``-terminated, without it) of a response body.
 
-    def __init__(self, conn: h11.Connection, transport: trio.abc.Stream) -> None:
+    A thin loop around :class:`~pfcompose._util.lines.LineSplitter`; a line longer
+    than ``max_line`` is a :class:`LineTooLongError`.
+    """
+
+    def __init__(
+        self, conn: h11.Connection, transport: trio.abc.Stream, *, max_line: int = MAX_LINE
+    ) -> None:
         self._conn = conn
         self._transport = transport
-        self._buffer = bytearray()
+        self._splitter = LineSplitter(max_line)
+        self._lines: deque[bytes] = deque()
         self._done = False
 
     def __aiter__(self) -> LineReader:
         return self
 
     async def __anext__(self) -> bytes:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                return line
+        while not self._lines:
             if self._done:
-                if self._buffer:
-                    line = bytes(self._buffer)
-                    self._buffer.clear()
-                    return line
                 raise StopAsyncIteration
-            if len(self._buffer) > MAX_LINE:
-                raise ProtocolError(f"response line longer than {MAX_LINE} bytes")
             event = await next_event(self._conn, self._transport)
             if isinstance(event, h11.Data):
-                self._buffer += event.data
+                try:
+                    self._lines.extend(self._splitter.feed(event.data))
+                except LineTooLongError as exc:
+                    raise ResponseLineTooLong(exc.limit) from None
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 self._done = True
+                if rest := self._splitter.finish():
+                    self._lines.append(rest)
             else:
                 raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
+        return self._lines.popleft()
 
 
 @asynccontextmanager
