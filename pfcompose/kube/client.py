@@ -159,10 +159,7 @@ class KubeClient:
             while True:
                 try:
                     with self._http_errors():
-                        try:
-                            line = await anext(lines)
-                        except StopAsyncIteration:
-                            return
+                        batch = await lines.read_lines()
                 except trio.TooSlowError:
                     raise KubeConnectionError(
                         f"WATCH {path}: {self.server} sent nothing for {idle_timeout:g}s"
@@ -171,12 +168,15 @@ class KubeClient:
                     raise KubeConnectionError(
                         f"WATCH {path}: event larger than {MAX_WATCH_LINE} bytes"
                     ) from None
-                if not line.strip():
-                    continue
-                obj = _decode_object(line, path)
-                if obj.get("type") == "ERROR":
-                    raise _status_error(obj.get("object"), 500, "Internal Server Error")
-                yield obj
+                if not batch:
+                    return
+                for line in batch:
+                    if not line.strip():
+                        continue
+                    obj = _decode_object(line, path)
+                    if obj.get("type") == "ERROR":
+                        raise _status_error(obj.get("object"), 500, "Internal Server Error")
+                    yield obj
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)

@@ -199,23 +199,39 @@ class LineReader:
         return self
 
     async def __anext__(self) -> bytes:
-        while not self._lines:
-            if self._done:
+        if not self._lines:
+            self._lines.extend(await self.read_lines())
+            if not self._lines:
                 raise StopAsyncIteration
-            with trio.fail_after(self._idle):
+        return self._lines.popleft()
+
+    async def read_lines(self) -> list[bytes]:
+        """The lines the next piece(s) of the body complete, at least one; ``[]`` at its end.
+
+        A batch per chunk: a watch reader pays its per-call costs once per chunk, not
+        per event. Do not mix with iteration (lines already taken by ``__anext__``'s
+        buffer are not returned here).
+        """
+        while not self._done:
+            if self._idle == math.inf:
                 event = await next_event(self._conn, self._transport, strict=self._strict)
+            else:
+                with trio.fail_after(self._idle):
+                    event = await next_event(self._conn, self._transport, strict=self._strict)
             if isinstance(event, h11.Data):
                 try:
-                    self._lines.extend(self._splitter.feed(event.data))
+                    lines = self._splitter.feed(event.data)
                 except LineTooLongError as exc:
                     raise ResponseLineTooLong(exc.limit) from None
+                if lines:
+                    return lines
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 self._done = True
-                if rest := self._splitter.finish():
-                    self._lines.append(rest)
+                rest = self._splitter.finish()
+                return [rest] if rest else []
             else:
                 raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
-        return self._lines.popleft()
+        return []
 
 
 @asynccontextmanager
