@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 
 import trio
 
+from pfcompose._util.lines import LineSplitter, LineTooLongError
 from pfcompose.platform import ipc
 from pfcompose.platform.locks import FileLock
 
@@ -215,26 +217,26 @@ def decode(line: bytes) -> dict[str, Any]:
 
 
 class LineReader:
-    """Lines from a trio stream, each at most ``MAX_LINE`` bytes."""
+    """Lines from a trio stream, each at most ``MAX_LINE`` bytes: a loop around the one
+    :class:`~pfcompose._util.lines.LineSplitter`."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
-        self._buffer = bytearray()
+        self._splitter = LineSplitter(MAX_LINE)
+        self._lines: deque[bytes] = deque()
 
     async def readline(self) -> bytes | None:
-        """The next line without its newline; None at EOF."""
-        while True:
-            index = self._buffer.find(b"\n")
-            if index >= 0:
-                line = bytes(self._buffer[:index])
-                del self._buffer[: index + 1]
-                return line
-            if len(self._buffer) > MAX_LINE:
-                raise ControlError("control message too long")
+        """The next line without its newline; None at EOF (an unterminated rest is dropped:
+        a message is a whole line)."""
+        while not self._lines:
             data = await self._stream.receive_some(65536)
             if not data:
                 return None
-            self._buffer += data
+            try:
+                self._lines.extend(self._splitter.feed(data))
+            except LineTooLongError:
+                raise ControlError("control message too long") from None
+        return self._lines.popleft()
 
 
 # -- server ------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""A small JSON client for the Kubernetes REST API: HTTP/1.1 with h11 on trio.
+"""A small JSON client for the Kubernetes REST API over :mod:`pfcompose.wire.http`.
+
+The HTTP/1.1 exchange (h11, bounds, the watch body's lines) is the one client the
+upgrade handshakes use too; this module adds JSON, the Kubernetes error texts and
+its timeouts.
 
 One connection per call. Resolution makes a handful of GETs per (re)connect, so
 connection reuse buys nothing, while a fresh connection per call survives API
@@ -16,9 +20,9 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import ssl
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +30,10 @@ import h11
 import trio
 
 from pfcompose.kube.access import ClusterAccess
+from pfcompose.wire import http
 from pfcompose.wire.endpoint import Endpoint, open_transport
+from pfcompose.wire.errors import ProtocolError
+from pfcompose.wire.httpmsg import build_request
 from pfcompose.wire.proxy import ProxyError
 
 __all__ = ["KubeApiError", "KubeClient", "KubeConnectionError"]
@@ -34,7 +41,6 @@ __all__ = ["KubeApiError", "KubeClient", "KubeConnectionError"]
 MAX_BODY = 64 * 1024 * 1024
 """Largest response body accepted (a big PodList is a few MiB)."""
 MAX_WATCH_LINE = 16 * 1024 * 1024
-RECEIVE_SIZE = 65536
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -100,9 +106,10 @@ class KubeClient:
             with trio.fail_after(self.timeout):
                 stream = await self._connect()
                 try:
-                    conn = await self._send_request(stream, target, method, payload)
-                    response = await self._read_response(stream, conn)
-                    body = await self._read_body(stream, conn)
+                    with self._http_errors():
+                        conn = await self._send(stream, method, target, payload)
+                        response = await self._receive_response(stream, conn)
+                        body = await http.read_body(conn, stream, MAX_BODY, strict=True)
                 finally:
                     await trio.aclose_forcefully(stream)
         except trio.TooSlowError:
@@ -136,35 +143,40 @@ class KubeClient:
             try:
                 with trio.fail_after(self.timeout):
                     stream = await self._connect()
-                    conn = await self._send_request(stream, target)
-                    response = await self._read_response(stream, conn)
-                    if not 200 <= response.status_code < 300:
-                        raise _api_error(response, await self._read_body(stream, conn))
+                    with self._http_errors():
+                        conn = await self._send(stream, "GET", target)
+                        response = await self._receive_response(stream, conn)
+                        if not 200 <= response.status_code < 300:
+                            body = await http.read_body(conn, stream, MAX_BODY, strict=True)
+                            raise _api_error(response, body)
             except trio.TooSlowError:
                 raise KubeConnectionError(
                     f"WATCH {path}: no answer from {self.server} within {self.timeout:g}s"
                 ) from None
-            lines = _LineSplitter()
+            lines = http.LineReader(
+                conn, stream, max_line=MAX_WATCH_LINE, strict=True, idle_timeout=idle_timeout
+            )
             while True:
                 try:
-                    with trio.fail_after(math.inf if idle_timeout is None else idle_timeout):
-                        event = await self._next_event(stream, conn)
+                    with self._http_errors():
+                        batch = await lines.read_lines()
                 except trio.TooSlowError:
                     raise KubeConnectionError(
                         f"WATCH {path}: {self.server} sent nothing for {idle_timeout:g}s"
                     ) from None
-                if isinstance(event, h11.Data):
-                    objects = lines.feed(bytes(event.data), path)
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    objects = lines.finish(path)
-                else:  # pragma: no cover - h11 gives nothing else after a response
-                    objects = []
-                for obj in objects:
+                except http.ResponseLineTooLong:
+                    raise KubeConnectionError(
+                        f"WATCH {path}: event larger than {MAX_WATCH_LINE} bytes"
+                    ) from None
+                if not batch:
+                    return
+                for line in batch:
+                    if not line.strip():
+                        continue
+                    obj = _decode_object(line, path)
                     if obj.get("type") == "ERROR":
                         raise _status_error(obj.get("object"), 500, "Internal Server Error")
                     yield obj
-                if not isinstance(event, h11.Data):
-                    return
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
@@ -196,91 +208,60 @@ class KubeClient:
         except OSError as exc:
             raise KubeConnectionError(f"cannot reach {self.server}: {_os_reason(exc)}") from None
 
-    async def _send_request(
-        self, stream: trio.abc.Stream, target: str, method: str = "GET", body: bytes | None = None
+    async def _send(
+        self, stream: trio.abc.Stream, method: str, target: str, body: bytes | None = None
     ) -> h11.Connection:
-        ep = self._endpoint
-        headers = [
-            ("Host", ep.host_header),
-            ("User-Agent", ep.user_agent),
-            ("Accept", "application/json"),
-            *ep.headers,
-        ]
+        """Write the request (``wire/http.py`` builds and sends it); its h11 connection."""
+        headers = [("Accept", "application/json")]
         if body is not None:
-            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            headers.append(("Content-Type", "application/json"))
+        request = build_request(
+            self._endpoint,
+            method,
+            target,
+            headers,
+            content_length=None if body is None else len(body),
+            endpoint_headers_last=True,
+        )
         conn = h11.Connection(h11.CLIENT)
-        data = conn.send(h11.Request(method=method, target=target, headers=headers))
-        if body:
-            data += conn.send(h11.Data(data=body)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
+        await http.send_request(conn, stream, request, body or b"")
+        return conn
+
+    async def _receive_response(
+        self, stream: trio.abc.Stream, conn: h11.Connection
+    ) -> h11.Response:
+        response = await http.receive_response(conn, stream, strict=True)
+        if not isinstance(response, h11.Response):  # a 101 to a plain GET
+            raise ProtocolError("unexpected 101 Switching Protocols")
+        return response
+
+    @contextmanager
+    def _http_errors(self) -> Iterator[None]:
+        """``wire/http.py``'s errors → :class:`KubeConnectionError` in this client's words."""
         try:
-            await stream.send_all(data or b"")
+            yield
+        except http.PeerClosed as exc:
+            if exc.mid_body:
+                raise KubeConnectionError(
+                    f"{self.server} closed the connection mid-response"
+                ) from None
+            raise KubeConnectionError(
+                f"{self.server} closed the connection without answering"
+            ) from None
+        except http.BodyTooLarge:
+            raise KubeConnectionError(f"response from {self.server} is too large") from None
+        except http.MalformedResponse as exc:
+            raise KubeConnectionError(
+                f"bad HTTP response from {self.server}: {exc.detail}"
+            ) from None
+        except http.ResponseLineTooLong:
+            raise
+        except ProtocolError as exc:
+            raise KubeConnectionError(f"bad HTTP response from {self.server}: {exc}") from None
         except (trio.BrokenResourceError, OSError) as exc:
             raise KubeConnectionError(
                 f"connection to {self.server} lost: {_broken_reason(exc)}"
             ) from None
-        return conn
-
-    async def _next_event(self, stream: trio.abc.Stream, conn: h11.Connection) -> Any:
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise KubeConnectionError(f"bad HTTP response from {self.server}: {exc}") from None
-            if event is not h11.NEED_DATA:
-                return event
-            try:
-                data = await stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, OSError) as exc:
-                raise KubeConnectionError(
-                    f"connection to {self.server} lost: {_broken_reason(exc)}"
-                ) from None
-            if not data and conn.their_state is h11.SEND_RESPONSE:
-                raise KubeConnectionError(f"{self.server} closed the connection without answering")
-            if not data and conn.their_state is h11.SEND_BODY:
-                raise KubeConnectionError(f"{self.server} closed the connection mid-response")
-            conn.receive_data(bytes(data))
-
-    async def _read_response(self, stream: trio.abc.Stream, conn: h11.Connection) -> h11.Response:
-        while True:
-            event = await self._next_event(stream, conn)
-            if isinstance(event, h11.Response):
-                return event
-            if isinstance(event, h11.ConnectionClosed):
-                raise KubeConnectionError(f"{self.server} closed the connection without answering")
-            # h11.InformationalResponse (100 Continue…): skip
-
-    async def _read_body(self, stream: trio.abc.Stream, conn: h11.Connection) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = await self._next_event(stream, conn)
-            if isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY:
-                    raise KubeConnectionError(f"response from {self.server} is too large")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return b"".join(chunks)
-
-
-class _LineSplitter:
-    """Chunked watch body → JSON objects, one per line (chunk boundaries are arbitrary)."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes, path: str) -> list[dict[str, Any]]:
-        self._buffer += data
-        *complete, rest = bytes(self._buffer).split(b"\n")
-        if len(rest) > MAX_WATCH_LINE:
-            raise KubeConnectionError(f"WATCH {path}: event larger than {MAX_WATCH_LINE} bytes")
-        self._buffer = bytearray(rest)
-        return [_decode_object(line, path) for line in complete if line.strip()]
-
-    def finish(self, path: str) -> list[dict[str, Any]]:
-        rest, self._buffer = bytes(self._buffer), bytearray()
-        return [_decode_object(rest, path)] if rest.strip() else []
 
 
 def _decode_object(body: bytes, path: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ import pytest
 import trio
 import yaml
 
+from pfcompose._util.lines import LineSplitter
 from pfcompose.platform import PORTABLE
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
@@ -105,6 +107,8 @@ DEFAULT_STATE: dict[str, Any] = {
 
 KUBECTL = "kubectl"
 STARTUP_TIMEOUT = 20.0
+MAX_OUTPUT_LINE = 1 << 20
+"""Bound on one line of a child process's output (the sandbox, kubectl) read here."""
 
 requires_kubectl = pytest.mark.skipif(
     shutil.which(KUBECTL) is None, reason="kubectl is not installed (needed for this test)"
@@ -208,7 +212,7 @@ class _ProcessContext:
         deadline = time.monotonic() + self._timeout
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
-        buf = b""
+        splitter = LineSplitter(MAX_OUTPUT_LINE)
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -217,9 +221,7 @@ class _ProcessContext:
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:
                     raise RuntimeError("pfcompose sandbox exited: " + " | ".join(lines))
-                buf += chunk
-                *done, buf = buf.split(b"\n")
-                for raw in done:
+                for raw in splitter.feed(chunk):
                     line = raw.decode()
                     lines.append(line)
                     if m := re.match(r"Sandbox API server listening on (\S+)", line):
@@ -305,24 +307,28 @@ async def run_kubectl(
 
 
 class _Lines:
-    """Lines of a trio receive stream, read on demand (no background task)."""
+    """Lines of a trio receive stream, read on demand (no background task): a loop
+    around the one :class:`~pfcompose._util.lines.LineSplitter`."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
-        self._buf = b""
+        self._splitter = LineSplitter(MAX_OUTPUT_LINE)
+        self._lines: deque[bytes] = deque()
         self.eof = False
 
     async def readline(self) -> str | None:
-        while b"\n" not in self._buf:
+        """The next line (the unterminated last one too); None after EOF."""
+        while not self._lines:
             if self.eof:
-                rest, self._buf = self._buf, b""
-                return rest.decode() if rest else None
+                return None
             data = await self._stream.receive_some(65536)
-            if not data:
+            if data:
+                self._lines.extend(self._splitter.feed(data))
+            else:
                 self.eof = True
-            self._buf += data
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode()
+                if rest := self._splitter.finish():
+                    return rest.decode()
+        return self._lines.popleft().decode()
 
 
 @dataclass

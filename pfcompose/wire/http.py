@@ -9,12 +9,16 @@ Building requests and reading headers is sans-IO, in :mod:`.httpmsg`.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import h11
 import trio
+
+from pfcompose._util.lines import LineSplitter, LineTooLongError
 
 from .endpoint import Endpoint
 from .errors import ProtocolError
@@ -25,6 +29,39 @@ MAX_BODY = 64 * 1024 * 1024
 """Bound on a buffered response body: a hostile server cannot make us grow without limit."""
 MAX_LINE = 16 * 1024 * 1024
 """Bound on one line of a streamed (watch) response."""
+
+
+class MalformedResponse(ProtocolError):
+    """h11 could not parse the peer's answer; ``detail`` is h11's own text."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"malformed HTTP response: {detail}")
+        self.detail = detail
+
+
+class PeerClosed(ProtocolError):
+    """A strict read met end of stream before the response head or before the body's end."""
+
+    def __init__(self, *, mid_body: bool) -> None:
+        where = "mid-response" if mid_body else "before the HTTP response"
+        super().__init__(f"connection closed {where}")
+        self.mid_body = mid_body
+
+
+class BodyTooLarge(ProtocolError):
+    """A strict read of a response body went past its limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response body larger than {limit} bytes")
+        self.limit = limit
+
+
+class ResponseLineTooLong(ProtocolError):
+    """A line of a streamed response exceeded its bound (the peer lost its framing)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response line longer than {limit} bytes")
+        self.limit = limit
 
 
 async def send_request(
@@ -38,26 +75,39 @@ async def send_request(
     await transport.send_all(out)
 
 
-async def next_event(conn: h11.Connection, transport: trio.abc.Stream) -> Any:
+async def next_event(
+    conn: h11.Connection, transport: trio.abc.Stream, *, strict: bool = False
+) -> Any:
     """The next h11 event, reading the stream as needed.
 
-    h11's parse errors become :class:`ProtocolError` (the peer is not speaking HTTP).
+    h11's parse errors become :class:`MalformedResponse` (the peer is not speaking
+    HTTP). With ``strict``, end of stream while the response head or body is still
+    due is :class:`PeerClosed` even where HTTP/1.0 framing would let it end a body
+    (a REST answer cut short must not decode as a shorter one). The transport's own
+    errors (``BrokenResourceError``, ``OSError``) pass through for the caller to word.
     """
     while True:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise ProtocolError(f"malformed HTTP response: {exc}") from None
+            raise MalformedResponse(str(exc)) from None
         if event is not h11.NEED_DATA:
             return event
         data = await transport.receive_some(RECEIVE_SIZE)
+        if strict and not data:
+            if conn.their_state is h11.SEND_RESPONSE:
+                raise PeerClosed(mid_body=False)
+            if conn.their_state is h11.SEND_BODY:
+                raise PeerClosed(mid_body=True)
         conn.receive_data(bytes(data))
 
 
-async def receive_response(conn: h11.Connection, transport: trio.abc.Stream) -> Any:
+async def receive_response(
+    conn: h11.Connection, transport: trio.abc.Stream, *, strict: bool = False
+) -> Any:
     """Skip interim 1xx answers other than 101; return the 101 or the final Response."""
     while True:
-        event = await next_event(conn, transport)
+        event = await next_event(conn, transport, strict=strict)
         if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
             continue
         if isinstance(event, h11.InformationalResponse | h11.Response):
@@ -68,14 +118,24 @@ async def receive_response(conn: h11.Connection, transport: trio.abc.Stream) -> 
 
 
 async def read_body(
-    conn: h11.Connection, transport: trio.abc.Stream, limit: int = MAX_BODY
+    conn: h11.Connection,
+    transport: trio.abc.Stream,
+    limit: int = MAX_BODY,
+    *,
+    strict: bool = False,
 ) -> bytes:
-    """The rest of the current response body; longer bodies are cut at ``limit``."""
+    """The rest of the current response body; longer bodies are cut at ``limit``.
+
+    With ``strict`` a longer body is :class:`BodyTooLarge` (raised as soon as it
+    passes the limit) and end of stream mid-body is :class:`PeerClosed`.
+    """
     parts: list[bytes] = []
     size = 0
     while True:
-        event = await next_event(conn, transport)
+        event = await next_event(conn, transport, strict=strict)
         if isinstance(event, h11.Data):
+            if strict and size + len(event.data) > limit:
+                raise BodyTooLarge(limit)
             if size < limit:
                 parts.append(bytes(event.data[: limit - size]))
             size += len(event.data)
@@ -111,39 +171,67 @@ async def http_request(
 
 
 class LineReader:
-    """Async iterator over the lines (``\\n``-terminated, without it) of a response body."""
+    """Async iterator over the lines (``\\n``-terminated, without it) of a response body.
 
-    def __init__(self, conn: h11.Connection, transport: trio.abc.Stream) -> None:
+    A thin loop around :class:`~pfcompose._util.lines.LineSplitter`; a line longer
+    than ``max_line`` is a :class:`LineTooLongError`.
+    """
+
+    def __init__(
+        self,
+        conn: h11.Connection,
+        transport: trio.abc.Stream,
+        *,
+        max_line: int = MAX_LINE,
+        strict: bool = False,
+        idle_timeout: float | None = None,
+    ) -> None:
         self._conn = conn
         self._transport = transport
-        self._buffer = bytearray()
+        self._strict = strict
+        self._idle = math.inf if idle_timeout is None else idle_timeout
+        """Bound on the wait for each piece of the body (``trio.TooSlowError``)."""
+        self._splitter = LineSplitter(max_line)
+        self._lines: deque[bytes] = deque()
         self._done = False
 
     def __aiter__(self) -> LineReader:
         return self
 
     async def __anext__(self) -> bytes:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                return line
-            if self._done:
-                if self._buffer:
-                    line = bytes(self._buffer)
-                    self._buffer.clear()
-                    return line
+        if not self._lines:
+            self._lines.extend(await self.read_lines())
+            if not self._lines:
                 raise StopAsyncIteration
-            if len(self._buffer) > MAX_LINE:
-                raise ProtocolError(f"response line longer than {MAX_LINE} bytes")
-            event = await next_event(self._conn, self._transport)
+        return self._lines.popleft()
+
+    async def read_lines(self) -> list[bytes]:
+        """The lines the next piece(s) of the body complete, at least one; ``[]`` at its end.
+
+        A batch per chunk: a watch reader pays its per-call costs once per chunk, not
+        per event. Do not mix with iteration (lines already taken by ``__anext__``'s
+        buffer are not returned here).
+        """
+        while not self._done:
+            if self._idle == math.inf:
+                event = await next_event(self._conn, self._transport, strict=self._strict)
+            else:
+                with trio.fail_after(self._idle):
+                    event = await next_event(self._conn, self._transport, strict=self._strict)
             if isinstance(event, h11.Data):
-                self._buffer += event.data
+                try:
+                    lines = self._splitter.feed(event.data)
+                except LineTooLongError as exc:
+                    raise ResponseLineTooLong(exc.limit) from None
+                if lines:
+                    return lines
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 self._done = True
+                rest = self._splitter.finish()
+                return [rest] if rest else []
             else:
                 raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
+        return []
 
 
 @asynccontextmanager

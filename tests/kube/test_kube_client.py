@@ -26,6 +26,7 @@ from pfcompose.kube import (
     load_access,
     resolve,
 )
+from pfcompose.kube import client as client_module
 from pfcompose.wire.endpoint import Endpoint
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1"}}
@@ -167,7 +168,49 @@ async def test_get_times_out(autojump_clock: trio.testing.MockClock) -> None:
     )
 
 
+async def test_server_closes_mid_response() -> None:
+    async def handler(req: SeenRequest, reply: Reply) -> None:
+        await reply.start(200, [("Content-Length", "100")])
+        await reply.data(b'{"kind":')  # then the server closes the connection
+
+    async with serve_http(handler) as server:
+        with pytest.raises(KubeConnectionError) as info:
+            await KubeClient(plain(server.port)).get("/api")
+    assert str(info.value) == f"http://127.0.0.1:{server.port} closed the connection mid-response"
+
+
+async def test_body_larger_than_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "MAX_BODY", 10)
+
+    async def handler(req: SeenRequest, reply: Reply) -> None:
+        await reply.json(200, b'{"kind": "APIVersions"}')
+
+    async with serve_http(handler) as server:
+        with pytest.raises(KubeConnectionError) as info:
+            await KubeClient(plain(server.port)).get("/api")
+    assert str(info.value) == f"response from http://127.0.0.1:{server.port} is too large"
+
+
 # --- watch ------------------------------------------------------------------------------
+
+
+async def test_watch_event_larger_than_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "MAX_WATCH_LINE", 100)
+
+    async def handler(req: SeenRequest, reply: Reply) -> None:
+        await reply.start(200)
+        await reply.data(event("ADDED", "a"))
+        await reply.data(b'{"type":"ADDED","object":{"metadata":{"name":"' + b"x" * 100)
+        await reply.end()
+
+    async with serve_http(handler) as server:
+        names = []
+        with pytest.raises(KubeConnectionError) as info:
+            async with aclosing(KubeClient(plain(server.port)).watch("/api/v1/pods")) as events:
+                async for ev in events:
+                    names.append(ev["object"]["metadata"]["name"])
+    assert names == ["a"]
+    assert str(info.value) == "WATCH /api/v1/pods: event larger than 100 bytes"
 
 
 def event(kind: str, name: str) -> bytes:
