@@ -206,7 +206,8 @@ async def test_a_proxy_that_refuses_everything_is_one_line(tmp_path: Path) -> No
 async def test_auto_falls_back_when_the_proxy_strips_websocket_upgrades(tmp_path: Path) -> None:
     """An inspecting proxy drops ``Upgrade: websocket``: the API server sees a plain GET
     and answers 400; pfcompose's auto and kubectl both go on with SPDY."""
-    async with run_sandbox(_state(), proxy="http") as sb:
+    async with run_sandbox(_state(), proxy="http", proxy_user="alice",
+                           proxy_password=PASSWORD) as sb:
         proxy = sb.proxy
         assert proxy is not None
         proxy.set_fault("strip-websocket")
@@ -215,7 +216,12 @@ async def test_auto_falls_back_when_the_proxy_strips_websocket_upgrades(tmp_path
             assert "via spdy" in ready.message
             assert proxy.counters.stripped >= 1
             note = ready.data.get("fallback")
-            assert isinstance(note, str) and "400" in note
+            # the server's answer, and the proxy it came back through (no password)
+            assert note == (f"websocket tunnel through proxy http://alice:xxxxx@127.0.0.1:"
+                            f"{proxy.port} failed (400: Upgrade request required)"), note
+            assert PASSWORD not in ready.message and "s3cr" not in ready.message
+            status = next(s for s in supervisor.statuses if s.name == "e")
+            assert status.fallback == note  # what `ps --format json` shows
             assert await echo_round_trip(local_port(supervisor, "e"), b"x") == b"x"
             stripped, mark = proxy.counters.stripped, len(_portforwards(sb))
             async with kubectl_port_forward(sb.kubeconfig_path, "pod/echo", ":5000") as fwd:
