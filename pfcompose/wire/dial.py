@@ -52,11 +52,17 @@ def forget_learned() -> None:
     _learned.clear()
 
 
-def _why(exc: UpgradeError | ProxyError) -> str:
+def _why(endpoint: Endpoint, exc: UpgradeError | ProxyError) -> str:
+    """One line: why the tunnel failed. A refusal that came back through a proxy names
+    the proxy (redacted): an inspecting proxy that strips ``Upgrade`` makes the server
+    answer 400, and that line is all the user sees of it. A :class:`ProxyError` names
+    the proxy already."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     status = getattr(exc, "status", None)
     if isinstance(exc, UpgradeError) and status is not None and str(status) not in text:
         text = f"{status}: {text}"
+    if isinstance(exc, UpgradeError) and endpoint.proxy is not None:
+        return f"websocket tunnel through proxy {endpoint.proxy.url} failed ({text})"
     return f"websocket tunnel failed ({text})"
 
 
@@ -91,7 +97,7 @@ async def dial_spdy(
         except (UpgradeError, ProxyError) as exc:
             if transport != "auto" or (isinstance(exc, UpgradeError) and not exc.upgrade_failure):
                 raise
-            reason = _why(exc)
+            reason = _why(endpoint, exc)
         else:
             return tunnel, "spdy-over-websocket"
     stream, _ = await _on_new_transport(endpoint, lambda t: upgrade_spdy(t, endpoint, path))

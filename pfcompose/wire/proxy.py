@@ -8,8 +8,8 @@ the proxy first with the cluster's own TLS settings (CA, client certificate), as
 Go's transport and the SPDY round tripper do.
 
 The CONNECT exchange is parsed with h11 (sans-IO), so a reply split over reads or
-bytes glued behind it are handled. SOCKS5 (user/password auth, remote or local name
-resolution) is python-socks' trio backend, imported only when a SOCKS proxy is
+bytes glued behind it are handled. SOCKS5 (user/password auth, names resolved by
+the proxy) is python-socks' trio backend, imported only when a SOCKS proxy is
 used: it runs on trio's own sockets (no thread per connection) and is maintained;
 its HTTP CONNECT is not used because it reads the reply with a single ``read``.
 
@@ -152,20 +152,15 @@ async def _http_connect(
 
 
 async def _socks(proxy: Proxy, host: str, port: int) -> trio.SocketStream:
-    """SOCKS5 with python-socks. ``socks5h``: the proxy resolves ``host``; ``socks5``:
-    resolved here, and by the proxy only when that fails (Go's client always lets the
-    proxy resolve, so a name only the far side knows still works, as with kubectl)."""
+    """SOCKS5 with python-socks. The proxy resolves ``host`` for ``socks5`` and
+    ``socks5h`` alike (an IP is sent as an IP), as client-go's dialer does
+    (``golang.org/x/net/proxy``: kubectl sends the name whatever the scheme): behind a
+    jump host the proxy's DNS is the one that knows the cluster (split horizon), and
+    nothing is looked up here per dial."""
     from python_socks import ProxyError as SocksError
     from python_socks import ProxyType
     from python_socks.async_.trio.v2 import Proxy as TrioProxy
 
-    dest = host
-    if proxy.scheme == "socks5":
-        try:
-            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-            dest = str(infos[0][4][0])
-        except OSError:
-            dest = host
     socks = TrioProxy(
         ProxyType.SOCKS5,
         proxy.host,
@@ -175,7 +170,7 @@ async def _socks(proxy: Proxy, host: str, port: int) -> trio.SocketStream:
         rdns=True,
     )
     try:
-        connected = await socks.connect(dest, port, timeout=None)
+        connected = await socks.connect(host, port, timeout=None)
     except SocksError as exc:
         code = getattr(exc, "error_code", None)
         raise ProxyError(

@@ -22,7 +22,12 @@ from pfcompose.config import ForwardSpec
 from pfcompose.kube import ClusterAccess
 from pfcompose.kube.kubeconfig import load_access_sync
 from pfcompose.sandbox.kubeconfig import kubeconfig_dict
-from pfcompose.sandbox.pytest_plugin import DEFAULT_STATE, kubectl_port_forward, requires_kubectl
+from pfcompose.sandbox.pytest_plugin import (
+    DEFAULT_STATE,
+    kubectl_port_forward,
+    requires_kubectl,
+    run_kubectl,
+)
 from pfcompose.sandbox.server import Sandbox, run_sandbox
 from pfcompose.sandbox.state import State
 from pfcompose.up.events import Kind
@@ -206,7 +211,8 @@ async def test_a_proxy_that_refuses_everything_is_one_line(tmp_path: Path) -> No
 async def test_auto_falls_back_when_the_proxy_strips_websocket_upgrades(tmp_path: Path) -> None:
     """An inspecting proxy drops ``Upgrade: websocket``: the API server sees a plain GET
     and answers 400; pfcompose's auto and kubectl both go on with SPDY."""
-    async with run_sandbox(_state(), proxy="http") as sb:
+    async with run_sandbox(_state(), proxy="http", proxy_user="alice",
+                           proxy_password=PASSWORD) as sb:
         proxy = sb.proxy
         assert proxy is not None
         proxy.set_fault("strip-websocket")
@@ -215,7 +221,12 @@ async def test_auto_falls_back_when_the_proxy_strips_websocket_upgrades(tmp_path
             assert "via spdy" in ready.message
             assert proxy.counters.stripped >= 1
             note = ready.data.get("fallback")
-            assert isinstance(note, str) and "400" in note
+            # the server's answer, and the proxy it came back through (no password)
+            assert note == (f"websocket tunnel through proxy http://alice:xxxxx@127.0.0.1:"
+                            f"{proxy.port} failed (400: Upgrade request required)"), note
+            assert PASSWORD not in ready.message and "s3cr" not in ready.message
+            status = next(s for s in supervisor.statuses if s.name == "e")
+            assert status.fallback == note  # what `ps --format json` shows
             assert await echo_round_trip(local_port(supervisor, "e"), b"x") == b"x"
             stripped, mark = proxy.counters.stripped, len(_portforwards(sb))
             async with kubectl_port_forward(sb.kubeconfig_path, "pod/echo", ":5000") as fwd:
@@ -229,8 +240,8 @@ async def test_auto_falls_back_when_the_proxy_strips_websocket_upgrades(tmp_path
 async def test_socks_names_only_the_proxy_can_resolve(
     tmp_path: Path, scheme: str, transport: str
 ) -> None:
-    """socks5h: the proxy resolves the server's name; socks5: resolved here first, and
-    when that fails, by the proxy (Go's client always lets the proxy resolve)."""
+    """socks5 and socks5h: the proxy resolves the server's name (Go's dialer sends the
+    name whatever the scheme), so a name only the far side knows works."""
     async with run_sandbox(_state(), proxy="socks5") as sb:
         assert sb.proxy is not None
         kubeconfig = tmp_path / "kubeconfig"
@@ -249,14 +260,37 @@ async def test_socks_names_only_the_proxy_can_resolve(
         assert sb.proxy.counters.remote_dns >= 2  # the pod lookup and the upgrade(s)
 
 
-async def test_socks5_sends_an_address_it_could_resolve(tmp_path: Path) -> None:
+@pytest.mark.kubectl
+@requires_kubectl
+async def test_socks5_lets_the_proxy_resolve_a_name_as_kubectl_does(tmp_path: Path) -> None:
+    """A name this machine resolves too (``localhost``): kubectl sends it to a socks5://
+    proxy as a name, every tunnel (split-horizon DNS behind a jump host relies on it);
+    so does pfcompose. An IP is sent as an IP."""
     async with run_sandbox(_state(), proxy="socks5") as sb:
-        assert sb.proxy is not None
-        access = load_access_sync(str(sb.kubeconfig_path), None, environ={})
+        proxy = sb.proxy
+        assert proxy is not None
+        proxy.aliases["localhost"] = "127.0.0.1"  # what the far side's DNS says
+        kubeconfig = tmp_path / "kubeconfig"
+        config = kubeconfig_dict(f"http://localhost:{sb.port}", proxy_url=proxy.url())
+        kubeconfig.write_text(yaml.safe_dump(config))
+        result = await run_kubectl(kubeconfig, "get", "pods", "-o", "name")
+        assert b"pod/echo" in result.stdout, result.stderr
+        assert proxy.counters.tunnels >= 1
+        assert proxy.counters.remote_dns == proxy.counters.tunnels  # kubectl: names only
+        mark = proxy.counters.tunnels
+        async with running_up(sb, tmp_path, FILE, loader=_env_loader(kubeconfig, {})) as (
+            supervisor,
+            events,
+        ):
+            await events.ready("e")
+            assert await echo_round_trip(local_port(supervisor, "e"), b"n") == b"n"
+        ours = proxy.counters.tunnels - mark
+        assert ours >= 2 and proxy.counters.remote_dns == proxy.counters.tunnels
+        # the sandbox's own kubeconfig names 127.0.0.1: sent as an address, no lookup
+        tunnels, dns = proxy.counters.tunnels, proxy.counters.remote_dns
         async with running_up(sb, tmp_path, FILE) as (_, events):
             await events.ready("e")
-        assert access.endpoint.proxy is not None and access.endpoint.proxy.scheme == "socks5"
-        assert sb.proxy.counters.tunnels >= 2 and sb.proxy.counters.remote_dns == 0
+        assert proxy.counters.tunnels >= tunnels + 2 and proxy.counters.remote_dns == dns
 
 
 @pytest.mark.parametrize("scheme", ["http", "https", "socks5"])
