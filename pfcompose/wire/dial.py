@@ -57,7 +57,8 @@ def _why(endpoint: Endpoint, exc: UpgradeError | ProxyError) -> str:
     the proxy (redacted): an inspecting proxy that strips ``Upgrade`` makes the server
     answer 400, and that line is all the user sees of it. A :class:`ProxyError` names
     the proxy already."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    said = (exc.message if isinstance(exc, UpgradeError) else str(exc)).strip()
+    text = said.splitlines()[0] if said else type(exc).__name__
     status = getattr(exc, "status", None)
     if isinstance(exc, UpgradeError) and status is not None and str(status) not in text:
         text = f"{status}: {text}"
@@ -73,6 +74,11 @@ async def _on_new_transport(
     transport = await open_transport(endpoint)
     try:
         return await upgrade(transport)
+    except UpgradeError as exc:
+        if endpoint.proxy is not None:
+            exc.proxy = endpoint.proxy.url
+        await trio.aclose_forcefully(transport)
+        raise
     except BaseException:
         await trio.aclose_forcefully(transport)
         raise

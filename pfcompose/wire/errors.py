@@ -30,8 +30,13 @@ class UpgradeError(WireError):
     ``message`` is the Kubernetes ``Status.message`` when the body was one (``pods "x"
     not found``), else the trimmed body. ``upgrade_failure`` says whether kubectl would
     fall back from the WebSocket tunnel to plain SPDY after this error (any non-101 or
-    bad handshake; not a transport error).
+    bad handshake; not a transport error). ``proxy`` is the (redacted) proxy the
+    answer came back through: a refusal other than 401/403/404 then names it, since
+    an inspecting proxy that strips ``Upgrade`` makes the server answer 400 and that
+    line is all the user sees of it.
     """
+
+    proxy: str | None = None
 
     def __init__(
         self,
@@ -46,3 +51,8 @@ class UpgradeError(WireError):
         self.status = status
         self.reason = reason
         self.upgrade_failure = upgrade_failure
+
+    def __str__(self) -> str:
+        if self.proxy is None or self.status in (401, 403, 404):
+            return self.message
+        return f"{self.message} (through proxy {self.proxy})"

@@ -308,3 +308,28 @@ async def test_an_unreachable_proxy_is_one_line(scheme: str) -> None:
     message = str(info.value)
     assert message == f"cannot reach proxy {scheme}://u:xxxxx@127.0.0.1:{port}: Connection refused"
     assert "secret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("transport", "fault"),
+    [("spdy", "strip-upgrade"), ("websocket", "strip-upgrade"),
+     ("spdy-over-websocket", "strip-websocket")],
+)  # fmt: skip
+async def test_a_proxy_that_strips_upgrade_is_named_on_every_transport(
+    tmp_path: Path, transport: str, fault: str
+) -> None:
+    """Without auto's fallback the refusal is the forward's error: one line that names
+    the proxy it came back through (redacted) beside the server's answer."""
+    async with run_sandbox(_state(), proxy="http", proxy_user="alice",
+                           proxy_password=PASSWORD) as sb:
+        assert sb.proxy is not None
+        sb.proxy.set_fault(fault)
+        text = FILE + f"    transport: {transport}\n"
+        async with running_up(sb, tmp_path, text) as (_, events):
+            # websocket: its readiness probe is the first upgrade, refused the same way
+            event = await events.wait_for(lambda e: e.kind is Kind.ERROR)
+        assert sb.proxy.counters.stripped >= 1
+        message = event.message
+        assert message.count("\n") == 0 and PASSWORD not in message, message
+        assert f"through proxy http://alice:xxxxx@127.0.0.1:{sb.proxy.port}" in message, message
+        assert "Upgrade request required" in message, message
