@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,9 +25,22 @@ from pfcompose.sandbox.pytest_plugin import start_sandbox_process
 STRIP = Path(__file__).with_name("strip_linux.py")
 STATE = {
     "pods": [{"name": "echo", "labels": {"app": "echo"},
-              "ports": [{"containerPort": 5000, "serve": "echo"}]}],
+              "ports": [{"containerPort": 5000, "serve": "echo"},
+                        {"containerPort": 8080, "serve": "http"}]}],
 }  # fmt: skip
-FILE = "forwards:\n  e:\n    selector: app=echo\n    ports: [':5000']\n    addresses: [127.0.0.1]\n"
+# the http health check carries its probe over an in-process socket pair (no AF_UNIX here)
+FILE = """\
+forwards:
+  e:
+    selector: app=echo
+    ports: [':5000']
+    addresses: [127.0.0.1]
+  h:
+    target: pod/echo
+    ports: [':8080']
+    addresses: [127.0.0.1]
+    healthcheck: {type: http, path: /, interval: 1s}
+"""
 
 
 def _env() -> dict[str, str]:
@@ -72,22 +88,36 @@ def test_a_forward_carries_bytes_with_the_portable_paths(
         _up_and_round_trip(tmp_path, str(sandbox.kubeconfig_path))
 
 
+def _lines_until(
+    proc: subprocess.Popen[bytes], done: Callable[[list[str]], bool], timeout: float = 60
+) -> list[str]:
+    """``up``'s stdout lines until ``done(lines)``; fails at ``timeout`` or if up exits."""
+    assert proc.stdout is not None
+    deadline, lines, buf = time.monotonic() + timeout, [], b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while not done(lines):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0 and sel.select(remaining), f"timed out; lines: {lines}"
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"up exited: {lines} {proc.stderr.read() if proc.stderr else b''!r}"
+            *complete, buf = (buf + chunk).split(b"\n")
+            lines += [line.decode() for line in complete]
+    return lines
+
+
 def _up_and_round_trip(tmp_path: Path, kubeconfig: str) -> None:
     (tmp_path / "forwards.yaml").write_text(FILE)
     proc = subprocess.Popen([sys.executable, str(STRIP), "up", "--kubeconfig", kubeconfig],
                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE)  # fmt: skip
     try:
-        assert proc.stdout is not None
-        port = 0
-        for _ in range(50):  # bounded: a handful of lines come before the forward's
-            line = proc.stdout.readline()
-            assert line, f"up exited: {proc.stderr.read() if proc.stderr else ''}"
-            if "Forwarding from 127.0.0.1:" in line:
-                port = int(line.split("127.0.0.1:")[1].split()[0])
-            if port and " ready " in line:
-                break
-        assert port
+        lines = _lines_until(proc, lambda lines: any(
+            line.startswith("h | health: ") and "starting" not in line for line in lines
+        ) and any(line.startswith("e | ready ") for line in lines))  # fmt: skip
+        assert "h | health: healthy" in lines, lines
+        port = int(next(line for line in lines if line.startswith("e | Forwarding from"))
+                   .split("127.0.0.1:")[1].split()[0])  # fmt: skip
         payload = os.urandom(3 << 20)  # several socket buffers: partial sends, joined writes
         assert _echo(port, payload) == payload
         assert _echo(port, b"small") == b"small"
