@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pfcompose.sandbox.pytest_plugin import start_sandbox_process
+from pfcompose.sandbox.pytest_plugin import fast_path_only, start_sandbox_process
 
 STRIP = Path(__file__).with_name("strip_linux.py")
 STATE = {
@@ -127,3 +127,58 @@ def _up_and_round_trip(tmp_path: Path, kubeconfig: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_pfcompose_portable_turns_every_fast_path_off() -> None:
+    # setsid has no portable twin on POSIX (start_new_session is all of POSIX); Windows
+    # detaches with DETACHED_PROCESS instead (test_mechanisms.py::test_detach_options)
+    code = (
+        "import json; from pfcompose.platform import capabilities; "
+        "print(json.dumps(capabilities()))"
+    )
+    env = {**os.environ, "PFCOMPOSE_PORTABLE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    caps = json.loads(out.stdout)
+    assert caps.pop("setsid") is True
+    assert caps and not any(caps.values()), caps
+
+
+# macOS: execve exists, memfd_create does not; the plan travels in an unlinked 0600 file
+NO_MEMFD = ("import os, runpy, sys; del os.memfd_create; sys.argv = ['pfcompose', *sys.argv[1:]]; "
+            "runpy.run_module('pfcompose', run_name='__main__')")  # fmt: skip
+
+
+@fast_path_only
+@pytest.mark.skipif(
+    not hasattr(os, "memfd_create") or not Path("/proc/self/fd").exists(),
+    reason="removes memfd_create and reads the runtime's /proc entries",
+)
+def test_the_lean_hand_over_without_memfd_uses_a_private_file(tmp_path: Path) -> None:
+    with start_sandbox_process(STATE, tmp_path / "sb") as sandbox:
+        (tmp_path / "forwards.yaml").write_text(FILE)
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PFCOMPOSE_LEAN", "PFCOMPOSE_PORTABLE")
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-c", NO_MEMFD, "up", "--kubeconfig", str(sandbox.kubeconfig_path)],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            lines = _lines_until(proc, lambda ls: any(x.startswith("e | ready ") for x in ls))
+            argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+            assert argv[1:3] == [b"-S", b"-c"], argv  # the same PID is the lean runtime now
+            fds = [
+                os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{proc.pid}/fd")
+            ]
+            assert not [fd for fd in fds if "pfcompose-up" in fd], fds  # read and closed
+            port = int(next(x for x in lines if x.startswith("e | Forwarding from"))
+                       .split("127.0.0.1:")[1].split()[0])  # fmt: skip
+            assert _echo(port, b"no memfd") == b"no memfd"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
