@@ -133,14 +133,16 @@ def test_pfcompose_portable_turns_every_fast_path_off() -> None:
     # setsid has no portable twin on POSIX (start_new_session is all of POSIX); Windows
     # detaches with DETACHED_PROCESS instead (test_mechanisms.py::test_detach_options)
     code = (
-        "import json; from pfcompose.platform import capabilities; "
-        "print(json.dumps(capabilities()))"
+        "import json; from pfcompose.platform import capabilities, limits, memory; "
+        "print(json.dumps({**capabilities(), 'calls': [memory.keep_freed_buffers(), "
+        "memory.release_free_memory(), limits.raise_open_file_limit()]}))"
     )
     env = {**os.environ, "PFCOMPOSE_PORTABLE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=60, check=True)  # fmt: skip
     caps = json.loads(out.stdout)
     assert caps.pop("setsid") is True
+    assert caps.pop("calls") == [False, False, -1]  # the portable twins: nothing done
     assert caps and not any(caps.values()), caps
 
 
