@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pfcompose.config.addresses import ListenAddress, canonical_ip
+from pfcompose.platform.sockets import reuse_address
 
 __all__ = [
     "BoundPort",
@@ -59,7 +60,7 @@ def listen_socket(entry: ListenAddress, port: int) -> socket.socket:
         raise ListenError(exc.errno, f"{where}: {step}: {go_errno_text(exc)}") from None
     try:
         step = "setsockopt"
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # Go does the same
+        reuse_address(sock)  # as Go does: SO_REUSEADDR, except on Windows
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # "tcp6" = v6 only
         step = "bind"

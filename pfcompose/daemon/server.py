@@ -396,6 +396,8 @@ async def spawn(
             **detach_options(),  # setsid; Windows: a detached process group
             close_fds=True,
         )
+    except OSError as exc:  # the system would not start it: one line, not a traceback
+        return {"ok": False, "error": f"could not start the daemon process: {exc}"}
     finally:
         os.close(stderr_fd)
     assert process.stdin is not None and process.stdout is not None

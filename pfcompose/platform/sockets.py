@@ -16,7 +16,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from pfcompose.platform.host import PORTABLE
+from pfcompose.platform.host import PORTABLE, WINDOWS
 
 __all__ = [
     "DIRECT_FD",
@@ -25,6 +25,7 @@ __all__ = [
     "JOIN_LIMIT",
     "recv_now",
     "reset_notsent_lowat",
+    "reuse_address",
     "send_now",
     "sendv_now",
     "writable_now",
@@ -122,3 +123,12 @@ def reset_notsent_lowat(sock: Any) -> None:
     if HAS_NOTSENT_LOWAT:
         with contextlib.suppress(OSError):  # 0: the system default (unlimited)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
+
+
+def reuse_address(sock: Any) -> None:
+    """What Go's ``net.Listen`` does before ``bind``: SO_REUSEADDR on POSIX, so a port
+    whose last connections are in TIME_WAIT can be listened on again at once. Not on
+    Windows, where SO_REUSEADDR lets a socket bind a port another socket is listening
+    on (Go and trio leave it unset there: Windows already reuses TIME_WAIT ports)."""
+    if not WINDOWS:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

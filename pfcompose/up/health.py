@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -160,7 +159,8 @@ class HealthChecker:
         return 0
 
     async def _over_forward(self) -> None:
-        ours, theirs = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the stdlib's default family: AF_UNIX where there is one, loopback TCP on Windows
+        ours, theirs = trio.socket.socketpair()
         mine, carried = trio.SocketStream(ours), trio.SocketStream(theirs)
         outcome: list[str | None] = []
         ended = trio.Event()

@@ -20,6 +20,7 @@ import h11
 import trio
 
 from pfcompose.config.metricsconf import split_listen
+from pfcompose.platform.sockets import reuse_address
 
 __all__ = ["CONTENT_TYPE", "bind_metrics", "listener_url", "render", "serve_metrics"]
 
@@ -150,7 +151,7 @@ async def bind_metrics(listen: str) -> trio.SocketListener:
     family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
     sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
     try:
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        reuse_address(sock)  # SO_REUSEADDR, except on Windows
         await sock.bind((host, port))
         sock.listen(64)
     except BaseException:

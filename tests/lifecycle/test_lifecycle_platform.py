@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,28 @@ async def test_a_long_project_name_in_a_long_runtime_dir(
     assert len(os.fsencode(deep / "pfcompose" / f"{name}.sock")) > 108  # it would not fit
     for lock in (deep / "pfcompose").glob("*.lock"):
         assert control.locked_pid(lock) is None  # nothing left running
+
+
+async def test_a_daemon_the_system_will_not_start_is_one_line(
+    sandbox: Sandbox, runtime: Path, tmp_path: Path
+) -> None:
+    # what a platform that cannot create the detached process does (no setsid, no
+    # DETACHED_PROCESS, a resource limit): open_process raises OSError
+    file = write_project(tmp_path / "ns", "nospawn", ECHO)
+    prelude = (
+        "import errno, runpy, sys, trio\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise OSError(errno.ENOSYS, 'Function not implemented')\n"
+        "trio.lowlevel.open_process = refuse\n"
+        "sys.argv = ['pfcompose', *sys.argv[1:]]\n"
+        "runpy.run_module('pfcompose', run_name='__main__')\n"
+    )
+    done = await trio.run_process(
+        [sys.executable, "-c", prelude, "up", "-d", "-f", str(file),
+         "--kubeconfig", str(sandbox.kubeconfig_path)],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr.decode()) == (
+        1, b"", "error: could not start the daemon process: [Errno 38] Function not implemented\n"
+    )  # fmt: skip
+    assert control.locked_pid(control.project_paths("nospawn").lock) is None

@@ -28,6 +28,9 @@ from pfcompose.daemon import control
 from pfcompose.sandbox.server import Sandbox
 
 ECHO = {"echo": {"target": "pod/echo", "ports": [":5000"]}}
+NO_TERMIOS = ("import runpy, sys; sys.modules['termios'] = sys.modules['tty'] = None; "
+              "sys.argv = ['pfcompose', *sys.argv[1:]]; runpy.run_module('pfcompose', "
+              "run_name='__main__')")  # fmt: skip
 TWO = {**ECHO, "web": {"target": "deployment/web", "ports": [":8080"]}}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>78]")
 
@@ -81,13 +84,13 @@ class Screen:
 
 @asynccontextmanager
 async def top_in_pty(
-    file: Path, *names: str, columns: int = 140, rows: int = 40
+    file: Path, *names: str, columns: int = 140, rows: int = 40, python: tuple[str, ...] = ()
 ) -> AsyncIterator[Screen]:
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows)}
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "pfcompose", "top", "-f", str(file), *names],
+        [sys.executable, *(python or ("-m", "pfcompose")), "top", "-f", str(file), *names],
         stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
     )  # fmt: skip
     os.close(slave)
@@ -135,7 +138,12 @@ async def test_top_on_a_terminal(sandbox: Sandbox, runtime: Path, tmp_path: Path
             screen.press(b"r")
             at = await screen.wait_for(r"Restart forward web\? \[y/N\]", after=mark)
             screen.press(b"y")
-            await screen.wait_for(r"restarted web", after=at)
+            at = await screen.wait_for(r"restarted web", after=at)
+            screen.press(b"\x1b[A")  # up: back to echo; a restart asked and declined
+            screen.press(b"r")
+            at = await screen.wait_for(r"Restart forward echo\? \[y/N\]", after=at)
+            screen.press(b"n")
+            await screen.wait_for(r"restart cancelled", after=at)
             screen.press(b"q")
             with trio.fail_after(10):
                 assert await screen.process.wait() == 0
@@ -145,6 +153,15 @@ async def test_top_on_a_terminal(sandbox: Sandbox, runtime: Path, tmp_path: Path
                 assert await screen.process.wait() == 1
         logged = await pf("logs", "--file", file, "web", "--no-color")
         assert "web  | stopped" in logged.out  # the restart really happened, in the daemon
+        echo_log = await pf("logs", "--file", file, "echo", "--no-color")
+        assert "echo | ready" in echo_log.out and "echo | stopped" not in echo_log.out  # declined
+        # Windows: no termios — one line, then the line view, on a terminal too
+        async with top_in_pty(file, python=("-c", NO_TERMIOS)) as screen:
+            at = await screen.wait_for(
+                r"^top: no full-screen view on this platform \(no termios\); printing lines\r?\n"
+            )
+            await screen.wait_for(r"\d\d:\d\d:\d\d echo state=ready pod=echo ", after=at)
+            assert "Traceback" not in screen.text
 
 
 async def test_top_off_a_terminal_and_connection_logs(

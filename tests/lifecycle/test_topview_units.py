@@ -92,3 +92,39 @@ async def test_subscribe_pushes_at_most_four_times_a_second(autojump_clock: Any)
     assert result == {"pushed": 5}
     gaps = [b - a for a, b in itertools.pairwise(pushed)]
     assert gaps == [0.25] * 4  # asked for 100/s: clamped to 4/s
+
+
+class _Nursery:
+    """Records what ``_handle_key`` starts (a restart) instead of running it."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[Any, ...]] = []
+
+    def start_soon(self, fn: Any, *args: Any) -> None:
+        self.started.append((fn, *args))
+
+
+def test_each_key_of_the_view() -> None:
+    from pfcompose.commands.topview import _handle_key
+
+    model = TopModel(project="p")
+    forwards = [_record(name, 0, 0) for name in "abc"]
+    model.apply({"project": "p", "time": 1.0, "forwards": forwards})
+    nursery, restart = _Nursery(), object()
+
+    def press(*keys: str) -> bool:
+        return any([_handle_key(model, key, nursery, restart) for key in keys])  # type: ignore[arg-type]
+
+    assert not press("down", "down") and model.current is not None and model.current.name == "c"
+    assert not press("down") and model.current.name == "a"  # wraps
+    assert not press("up") and model.current.name == "c"  # ↑ wraps back
+    assert not press("k", "j", "up") and model.current.name == "b"
+    assert not press("enter") and model.details
+    assert not press("esc") and not model.details
+    assert not press("r") and model.confirm == "b" and "Restart forward b? [y/N]" in _text(model)
+    assert not press("n") and model.confirm is None and model.message == "restart cancelled"
+    assert not press("r", "q") and model.message == "restart cancelled"  # q answers "no", not quit
+    assert nursery.started == []
+    assert not press("r", "y") and nursery.started == [(restart, "b")]
+    assert model.message == "restarting b…"
+    assert press("q")

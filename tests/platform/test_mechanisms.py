@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,32 @@ def _portable_functions() -> list[tuple[Any, Any, Any]]:
             os.environ["PFCOMPOSE_PORTABLE"] = saved
     assert not module.DIRECT_FD
     return [(module.recv_now, module.send_now, module.sendv_now)]
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_listeners_reuse_addresses_as_go_does_but_not_on_windows(
+    monkeypatch: pytest.MonkeyPatch, windows: bool
+) -> None:
+    # Go sets SO_REUSEADDR before listen on POSIX only: on Windows it would let a second
+    # socket bind a port another one listens on (the forward's port would be shared)
+    from pfcompose.config.addresses import ListenAddress
+    from pfcompose.config.listen import listen_socket
+
+    monkeypatch.setattr(sockets, "WINDOWS", windows)
+    sock = listen_socket(ListenAddress("127.0.0.1", "tcp4", "all"), 0)
+    with sock:
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    assert bool(reuse) is not windows
+
+
+async def test_the_metrics_listener_reuses_addresses_but_not_on_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pfcompose.up.metrics import bind_metrics
+
+    for windows in (False, True):
+        monkeypatch.setattr(sockets, "WINDOWS", windows)
+        listener = await bind_metrics("127.0.0.1:0")
+        async with listener:
+            reuse = listener.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        assert bool(reuse) is not windows

@@ -9,22 +9,38 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pfcompose.sandbox.pytest_plugin import start_sandbox_process
+from pfcompose.sandbox.pytest_plugin import fast_path_only, start_sandbox_process
 
 STRIP = Path(__file__).with_name("strip_linux.py")
 STATE = {
     "pods": [{"name": "echo", "labels": {"app": "echo"},
-              "ports": [{"containerPort": 5000, "serve": "echo"}]}],
+              "ports": [{"containerPort": 5000, "serve": "echo"},
+                        {"containerPort": 8080, "serve": "http"}]}],
 }  # fmt: skip
-FILE = "forwards:\n  e:\n    selector: app=echo\n    ports: [':5000']\n    addresses: [127.0.0.1]\n"
+# the http health check carries its probe over an in-process socket pair (no AF_UNIX here)
+FILE = """\
+forwards:
+  e:
+    selector: app=echo
+    ports: [':5000']
+    addresses: [127.0.0.1]
+  h:
+    target: pod/echo
+    ports: [':8080']
+    addresses: [127.0.0.1]
+    healthcheck: {type: http, path: /, interval: 1s}
+"""
 
 
 def _env() -> dict[str, str]:
@@ -72,22 +88,36 @@ def test_a_forward_carries_bytes_with_the_portable_paths(
         _up_and_round_trip(tmp_path, str(sandbox.kubeconfig_path))
 
 
+def _lines_until(
+    proc: subprocess.Popen[bytes], done: Callable[[list[str]], bool], timeout: float = 60
+) -> list[str]:
+    """``up``'s stdout lines until ``done(lines)``; fails at ``timeout`` or if up exits."""
+    assert proc.stdout is not None
+    deadline, lines, buf = time.monotonic() + timeout, [], b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while not done(lines):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0 and sel.select(remaining), f"timed out; lines: {lines}"
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"up exited: {lines} {proc.stderr.read() if proc.stderr else b''!r}"
+            *complete, buf = (buf + chunk).split(b"\n")
+            lines += [line.decode() for line in complete]
+    return lines
+
+
 def _up_and_round_trip(tmp_path: Path, kubeconfig: str) -> None:
     (tmp_path / "forwards.yaml").write_text(FILE)
     proc = subprocess.Popen([sys.executable, str(STRIP), "up", "--kubeconfig", kubeconfig],
                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE)  # fmt: skip
     try:
-        assert proc.stdout is not None
-        port = 0
-        for _ in range(50):  # bounded: a handful of lines come before the forward's
-            line = proc.stdout.readline()
-            assert line, f"up exited: {proc.stderr.read() if proc.stderr else ''}"
-            if "Forwarding from 127.0.0.1:" in line:
-                port = int(line.split("127.0.0.1:")[1].split()[0])
-            if port and " ready " in line:
-                break
-        assert port
+        lines = _lines_until(proc, lambda lines: any(
+            line.startswith("h | health: ") and "starting" not in line for line in lines
+        ) and any(line.startswith("e | ready ") for line in lines))  # fmt: skip
+        assert "h | health: healthy" in lines, lines
+        port = int(next(line for line in lines if line.startswith("e | Forwarding from"))
+                   .split("127.0.0.1:")[1].split()[0])  # fmt: skip
         payload = os.urandom(3 << 20)  # several socket buffers: partial sends, joined writes
         assert _echo(port, payload) == payload
         assert _echo(port, b"small") == b"small"
@@ -97,3 +127,60 @@ def _up_and_round_trip(tmp_path: Path, kubeconfig: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_pfcompose_portable_turns_every_fast_path_off() -> None:
+    # setsid has no portable twin on POSIX (start_new_session is all of POSIX); Windows
+    # detaches with DETACHED_PROCESS instead (test_mechanisms.py::test_detach_options)
+    code = (
+        "import json; from pfcompose.platform import capabilities, limits, memory; "
+        "print(json.dumps({**capabilities(), 'calls': [memory.keep_freed_buffers(), "
+        "memory.release_free_memory(), limits.raise_open_file_limit()]}))"
+    )
+    env = {**os.environ, "PFCOMPOSE_PORTABLE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    caps = json.loads(out.stdout)
+    assert caps.pop("setsid") is True
+    assert caps.pop("calls") == [False, False, -1]  # the portable twins: nothing done
+    assert caps and not any(caps.values()), caps
+
+
+# macOS: execve exists, memfd_create does not; the plan travels in an unlinked 0600 file
+NO_MEMFD = ("import os, runpy, sys; del os.memfd_create; sys.argv = ['pfcompose', *sys.argv[1:]]; "
+            "runpy.run_module('pfcompose', run_name='__main__')")  # fmt: skip
+
+
+@fast_path_only
+@pytest.mark.skipif(
+    not hasattr(os, "memfd_create") or not Path("/proc/self/fd").exists(),
+    reason="removes memfd_create and reads the runtime's /proc entries",
+)
+def test_the_lean_hand_over_without_memfd_uses_a_private_file(tmp_path: Path) -> None:
+    with start_sandbox_process(STATE, tmp_path / "sb") as sandbox:
+        (tmp_path / "forwards.yaml").write_text(FILE)
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PFCOMPOSE_LEAN", "PFCOMPOSE_PORTABLE")
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-c", NO_MEMFD, "up", "--kubeconfig", str(sandbox.kubeconfig_path)],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            lines = _lines_until(proc, lambda ls: any(x.startswith("e | ready ") for x in ls))
+            argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+            assert argv[1:3] == [b"-S", b"-c"], argv  # the same PID is the lean runtime now
+            fds = [
+                os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{proc.pid}/fd")
+            ]
+            assert not [fd for fd in fds if "pfcompose-up" in fd], fds  # read and closed
+            port = int(next(x for x in lines if x.startswith("e | Forwarding from"))
+                       .split("127.0.0.1:")[1].split()[0])  # fmt: skip
+            assert _echo(port, b"no memfd") == b"no memfd"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -197,3 +197,53 @@ def test_metrics_option_is_loopback_only(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert (done.returncode, done.stderr, done.stdout) == (2, message + "\n", "")
+
+
+ISSUE_16_METRICS = {  # metric (as exposed) → type, label names besides project
+    "pfcompose_forward_up": ("gauge", {"forward"}),
+    "pfcompose_forward_ready": ("gauge", {"forward"}),
+    "pfcompose_forward_healthy": ("gauge", {"forward"}),
+    "pfcompose_forward_connections_open": ("gauge", {"forward"}),
+    "pfcompose_forward_connections_total": ("counter", {"forward", "result"}),
+    "pfcompose_forward_bytes_total": ("counter", {"forward", "direction"}),
+    "pfcompose_forward_reconnects_total": ("counter", {"forward"}),
+    "pfcompose_forward_session_seconds": ("gauge", {"forward"}),
+    "pfcompose_forward_connect_latency_seconds": ("histogram", {"forward", "le"}),
+}
+_SUFFIXES = {"counter": {""}, "gauge": {""}, "histogram": {"_bucket", "_sum", "_count"}}
+
+
+def test_every_metric_the_issue_names_exists_with_prometheus_conventions() -> None:
+    # on the text itself: prometheus_client's parser renames a counter's samples to
+    # NAME_total whatever was written, so only the raw lines show a missing _total
+    import re
+
+    record = {
+        "name": "a", "state": "ready", "listening": [{}], "healthy": True,
+        "connections_open": 0, "results": {"ok": 1, "refused": 2, "reset": 3, "error": 4},
+        "bytes_in": 5, "bytes_out": 6, "reconnects": 0, "session_seconds": 2.0,
+        "latency": {"buckets": [0.001, 0.01], "counts": [1, 0, 0], "sum": 0.0005},
+    }  # fmt: skip
+    text = render({"project": "p", "forwards": [record]})
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    helps = set(re.findall(r"^# HELP (\S+) \S", text, re.M))
+    samples = re.findall(r"^([a-z_:][a-z0-9_:]*)\{([^}]*)\} \S+$", text, re.M)
+    assert len(samples) == len([line for line in text.splitlines() if not line.startswith("#")])
+    found: dict[str, tuple[str, set[str]]] = {}
+    for name, kind in types.items():
+        assert re.fullmatch(r"pfcompose_[a-z][a-z0-9_]*", name) and name in helps
+        assert name.endswith("_total") == (kind == "counter"), name
+        mine = [(n, labels) for n, labels in samples
+                if n.startswith(name) and n.removeprefix(name) in _SUFFIXES[kind]]  # fmt: skip
+        assert {n.removeprefix(name) for n, _ in mine} == _SUFFIXES[kind], name
+        keys = {k for _, labels in mine for k in re.findall(r'(\w+)="', labels)}
+        found[name] = (kind, keys - {"project"})
+    assert found == ISSUE_16_METRICS
+    owned = sum(1 for n, _ in samples for name, kind in types.items()
+                if n.startswith(name) and n.removeprefix(name) in _SUFFIXES[kind])  # fmt: skip
+    assert owned == len(samples)  # every sample belongs to exactly one declared family
+    parsed = {f.name: f for f in prometheus_parser.text_string_to_metric_families(text)}
+    results = {s.labels["result"]: s.value for s in parsed["pfcompose_forward_connections"].samples}
+    assert results == {"ok": 1, "refused": 2, "reset": 3, "error": 4}
+    directions = {s.labels["direction"]: s.value for s in parsed["pfcompose_forward_bytes"].samples}
+    assert directions == {"in": 5, "out": 6}
