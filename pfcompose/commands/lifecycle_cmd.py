@@ -138,22 +138,13 @@ def ps(names: Sequence[str], fmt: str, **plan_kwargs: Any) -> None:
     The state is what the supervisor measured (a session answering pings is
     "ready"), not a probe of the local port.
     """
-    from pfcompose.daemon.control import NotRunning, call
+    from pfcompose.daemon.control import NotRunning, call_running
     from pfcompose.daemon.status import render
 
     paths = _project_paths(plan_kwargs)
 
     async def query() -> Any:
-        from pfcompose.daemon.control import foreground_paths
-
-        try:
-            return await call(paths, "ps", names=list(names))
-        except NotRunning:  # a foreground up answers ps too
-            try:
-                return await call(foreground_paths(paths.project), "ps", names=list(names))
-            except NotRunning:
-                pass
-            raise
+        return await call_running(paths, "ps", names=list(names))  # a foreground up too
 
     try:
         result = _run_async(query)

@@ -353,17 +353,17 @@ def _environment(records: Sequence[dict[str, Any]]) -> dict[str, str]:
 @plan_options
 def port(forward: str, remote: str, **plan_kwargs: Any) -> None:
     """Print the local address of FORWARD's REMOTE port (127.0.0.1:54321), as
-    `docker compose port` does; exit 1 if the project is not running or has no such
-    mapping."""
+    `docker compose port` does, from the daemon or a foreground `up`; exit 1 if the
+    project is not running or has no such mapping."""
     import trio
 
-    from pfcompose.daemon.control import ControlError, call
+    from pfcompose.daemon.control import ControlError, call_running
     from pfcompose.daemon.status import join_host_port
 
     paths = _project_paths(plan_kwargs)
 
     async def ask() -> Any:
-        return await call(paths, "ps", names=[forward])
+        return await call_running(paths, "ps", names=[forward])  # a foreground up too
 
     try:
         state = trio.run(ask)

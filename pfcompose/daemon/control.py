@@ -427,6 +427,20 @@ async def call(paths: ProjectPaths, op: str, **args: Any) -> Any:
         await conn.aclose()
 
 
+async def call_running(paths: ProjectPaths, op: str, **args: Any) -> Any:
+    """``call`` the project's daemon or, when none runs, its foreground ``up`` (which
+    answers info, ps, subscribe and restart): for ``ps``, ``port`` and ``top``, a
+    project is running whichever way it was started. ``NotRunning`` names the daemon."""
+    try:
+        return await call(paths, op, **args)
+    except NotRunning:
+        try:
+            return await call(foreground_paths(paths.project), op, **args)
+        except NotRunning:
+            pass
+        raise
+
+
 def socket_is_private(path: Path) -> bool:
     """Mode 0600, owned by us, in a 0700 directory owned by us (what tests check)."""
     return ipc.endpoint_is_private(path)

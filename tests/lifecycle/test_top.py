@@ -253,6 +253,9 @@ async def test_daemon_metrics_and_foreground_top(
             assert control.socket_is_private(control.foreground_paths("tf").socket)
             ps = await pf("ps", "-f", fg, "--format", "json")
             assert [r["status"] for r in json.loads(ps.out)] == ["ready"]
+            local = json.loads(ps.out)[0]["listening"][0]["local"]
+            port = await pf("port", "-f", fg, "echo", "5000")  # port reaches it too
+            assert (port.code, port.out) == (0, f"127.0.0.1:{local}\n"), port.err
             ls = await pf("ls", "-q")
             assert "tf" not in ls.out.split()  # not a daemon: ls does not list it
         finally:
