@@ -52,19 +52,19 @@ def forget_learned() -> None:
     _learned.clear()
 
 
-def _why(endpoint: Endpoint, exc: UpgradeError | ProxyError) -> str:
+def _why(exc: UpgradeError | ProxyError) -> str:
     """One line: why the tunnel failed. A refusal that came back through a proxy names
     the proxy (redacted): an inspecting proxy that strips ``Upgrade`` makes the server
     answer 400, and that line is all the user sees of it. A :class:`ProxyError` names
     the proxy already."""
     said = (exc.message if isinstance(exc, UpgradeError) else str(exc)).strip()
     text = said.splitlines()[0] if said else type(exc).__name__
-    status = getattr(exc, "status", None)
-    if isinstance(exc, UpgradeError) and status is not None and str(status) not in text:
-        text = f"{status}: {text}"
-    if isinstance(exc, UpgradeError) and endpoint.proxy is not None:
-        return f"websocket tunnel through proxy {endpoint.proxy.url} failed ({text})"
-    return f"websocket tunnel failed ({text})"
+    if not isinstance(exc, UpgradeError):
+        return f"websocket tunnel failed ({text})"
+    if exc.status is not None and str(exc.status) not in text:
+        text = f"{exc.status}: {text}"
+    via = f" through proxy {exc.proxy}" if exc.proxy is not None else ""
+    return f"websocket tunnel{via} failed ({text})"
 
 
 async def _on_new_transport(
@@ -74,12 +74,9 @@ async def _on_new_transport(
     transport = await open_transport(endpoint)
     try:
         return await upgrade(transport)
-    except UpgradeError as exc:
-        if endpoint.proxy is not None:
-            exc.proxy = endpoint.proxy.url
-        await trio.aclose_forcefully(transport)
-        raise
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, UpgradeError) and endpoint.proxy is not None:
+            exc.proxy = endpoint.proxy.url  # the answer came back through it
         await trio.aclose_forcefully(transport)
         raise
 
@@ -103,7 +100,7 @@ async def dial_spdy(
         except (UpgradeError, ProxyError) as exc:
             if transport != "auto" or (isinstance(exc, UpgradeError) and not exc.upgrade_failure):
                 raise
-            reason = _why(endpoint, exc)
+            reason = _why(exc)
         else:
             return tunnel, "spdy-over-websocket"
     stream, _ = await _on_new_transport(endpoint, lambda t: upgrade_spdy(t, endpoint, path))

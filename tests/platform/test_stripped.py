@@ -106,6 +106,25 @@ def _lines_until(
     return lines
 
 
+def _forward_port(lines: list[str]) -> int:
+    """The local port of forward ``e`` from its ``Forwarding from 127.0.0.1:N`` line."""
+    line = next(x for x in lines if x.startswith("e | Forwarding from"))
+    return int(line.split("127.0.0.1:")[1].split()[0])
+
+
+def _interrupt(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C ``up`` and expect a clean exit (0)."""
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Stop ``up`` if a failed assertion left it running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _up_and_round_trip(tmp_path: Path, kubeconfig: str) -> None:
     (tmp_path / "forwards.yaml").write_text(FILE)
     proc = subprocess.Popen([sys.executable, str(STRIP), "up", "--kubeconfig", kubeconfig],
@@ -116,17 +135,13 @@ def _up_and_round_trip(tmp_path: Path, kubeconfig: str) -> None:
             line.startswith("h | health: ") and "starting" not in line for line in lines
         ) and any(line.startswith("e | ready ") for line in lines))  # fmt: skip
         assert "h | health: healthy" in lines, lines
-        port = int(next(line for line in lines if line.startswith("e | Forwarding from"))
-                   .split("127.0.0.1:")[1].split()[0])  # fmt: skip
+        port = _forward_port(lines)
         payload = os.urandom(3 << 20)  # several socket buffers: partial sends, joined writes
         assert _echo(port, payload) == payload
         assert _echo(port, b"small") == b"small"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        _interrupt(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        _reap(proc)
 
 
 def test_pfcompose_portable_turns_every_fast_path_off() -> None:
@@ -175,12 +190,7 @@ def test_the_lean_hand_over_without_memfd_uses_a_private_file(tmp_path: Path) ->
                 for fd in os.listdir(f"/proc/{proc.pid}/fd")
             ]
             assert not [fd for fd in fds if "pfcompose-up" in fd], fds  # read and closed
-            port = int(next(x for x in lines if x.startswith("e | Forwarding from"))
-                       .split("127.0.0.1:")[1].split()[0])  # fmt: skip
-            assert _echo(port, b"no memfd") == b"no memfd"
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=20) == 0
+            assert _echo(_forward_port(lines), b"no memfd") == b"no memfd"
+            _interrupt(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            _reap(proc)
