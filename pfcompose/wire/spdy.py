@@ -30,7 +30,7 @@ import struct
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from pfcompose.wire.errors import ProtocolError, WireError
@@ -128,6 +128,8 @@ class StreamOpened:
     unidirectional: bool = False
     priority: int = 0
     associated_stream_id: int = 0
+    record: StreamRecord | None = field(default=None, compare=False, repr=False)
+    """The connection's record of the new stream (always set by :class:`SpdyConnection`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,16 +325,63 @@ class HeaderDecompressor:
 # --------------------------------------------------------------------------- connection
 
 
-class _Stream:
-    """What the connection remembers about one live stream."""
+class StreamRecord:
+    """What the connection knows of one stream: the one owner of its protocol state.
 
-    __slots__ = ("local", "local_closed", "remote_closed", "replied")
+    Kept by :class:`SpdyConnection` and updated only by it, as frames are sent and
+    parsed. A driver holds the record of each stream it serves (returned by
+    :meth:`SpdyConnection.stream_record`, carried by :class:`StreamOpened`) and reads
+    its facts from here instead of keeping copies that could drift. The record stays
+    readable after the connection forgets the stream (closed both ways or reset):
+    it then reads as :attr:`ended`.
+    """
 
-    def __init__(self, local: bool, local_closed: bool = False, remote_closed: bool = False):
+    __slots__ = (
+        "local",
+        "local_closed",
+        "remote_closed",
+        "replied",
+        "reset_by",
+        "reset_status",
+        "stream_id",
+    )
+
+    def __init__(
+        self, stream_id: int, local: bool, local_closed: bool = False, remote_closed: bool = False
+    ) -> None:
+        self.stream_id = stream_id
         self.local = local
-        self.replied = False  # local: SYN_REPLY received; remote: SYN_REPLY sent
+        """We opened it (SYN_STREAM sent), rather than the peer."""
+        self.replied = False
+        """Local stream: the peer's SYN_REPLY arrived; remote stream: ours was queued."""
         self.local_closed = local_closed
+        """We can send no more: our FIN was queued (or the peer opened it unidirectional)."""
         self.remote_closed = remote_closed
+        """The peer sends no more: its FIN arrived (DATA, SYN_STREAM, SYN_REPLY or HEADERS)."""
+        self.reset_by: Literal["local", "peer"] | None = None
+        """Who ended the stream with RST_STREAM (``"local"``: :meth:`SpdyConnection.reset`,
+        whether or not a frame was queued for it)."""
+        self.reset_status = 0
+        """The RST_STREAM status (0 while not reset; 0 is never a valid status)."""
+
+    @property
+    def ended(self) -> bool:
+        """Closed both ways or reset: the connection has forgotten the stream."""
+        return self.reset_by is not None or (self.local_closed and self.remote_closed)
+
+    @property
+    def state(self) -> StreamState:
+        """The stream's state as :meth:`SpdyConnection.stream_state` reports it."""
+        if self.reset_by is not None:
+            return StreamState.RESET
+        if self.local_closed:
+            return StreamState.CLOSED if self.remote_closed else StreamState.HALF_CLOSED_LOCAL
+        if self.remote_closed:
+            return StreamState.HALF_CLOSED_REMOTE
+        return StreamState.OPEN
+
+    def __repr__(self) -> str:
+        return f"<StreamRecord {self.stream_id} {self.state.value}>"
 
 
 class SpdyConnection:
@@ -342,6 +391,10 @@ class SpdyConnection:
     events; call the sending methods and write :meth:`data_to_send` to the
     transport, in order. ``bytes``-like payloads handed to :meth:`send_data`
     must not be mutated until the next :meth:`data_to_send`.
+
+    Each stream's protocol state lives in one :class:`StreamRecord`, which a
+    driver reads (:meth:`stream_record`, :attr:`StreamOpened.record`) but never
+    writes; :meth:`stream_state` also answers for recently ended streams.
     """
 
     def __init__(
@@ -365,7 +418,7 @@ class SpdyConnection:
         self._next_ping_id = 1 if client else 2
         self._ping_parity = 1 if client else 0
         self._pings: set[int] = set()
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, StreamRecord] = {}
         self._ended: OrderedDict[int, StreamState] = OrderedDict()
         self._out: list[bytes | memoryview] = []
         self._compressor = HeaderCompressor()
@@ -406,11 +459,11 @@ class SpdyConnection:
         st = self._streams.get(stream_id)
         if st is None:
             return self._ended.get(stream_id)
-        if st.local_closed:
-            return StreamState.HALF_CLOSED_LOCAL
-        if st.remote_closed:
-            return StreamState.HALF_CLOSED_REMOTE
-        return StreamState.OPEN
+        return st.state
+
+    def stream_record(self, stream_id: int) -> StreamRecord | None:
+        """The record of a live stream (``None`` once it ended: keep the one you hold)."""
+        return self._streams.get(stream_id)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the wire since the last call, in order."""
@@ -462,7 +515,7 @@ class SpdyConnection:
         block = self._compressor.compress(headers)
         payload = _SYN_STREAM_HEAD.pack(stream_id, 0, 0, 0) + block
         self._out.append(control_frame(SYN_STREAM, FLAG_FIN if fin else 0, payload))
-        self._streams[stream_id] = _Stream(local=True, local_closed=fin)
+        self._streams[stream_id] = StreamRecord(stream_id, local=True, local_closed=fin)
         return stream_id
 
     def reply(
@@ -530,6 +583,7 @@ class SpdyConnection:
         st = self._streams.pop(stream_id, None)
         if st is None:
             return False
+        st.reset_by, st.reset_status = "local", int(status)
         self._remember(stream_id, StreamState.RESET)
         if st.local_closed:
             return False
@@ -553,7 +607,7 @@ class SpdyConnection:
             control_frame(GOAWAY, 0, _U32x2.pack(self.last_good_stream_id, int(status)))
         )
 
-    def _local_fin(self, stream_id: int, st: _Stream) -> None:
+    def _local_fin(self, stream_id: int, st: StreamRecord) -> None:
         st.local_closed = True
         if st.remote_closed:
             del self._streams[stream_id]
@@ -797,7 +851,9 @@ class SpdyConnection:
             raise ProtocolError("RST_STREAM with status 0")
         if sid == 0:
             raise ProtocolError("RST_STREAM with stream id 0")
-        if self._streams.pop(sid, None) is not None:
+        st = self._streams.pop(sid, None)
+        if st is not None:
+            st.reset_by, st.reset_status = "peer", status
             self._remember(sid, StreamState.RESET)
             events.append(StreamResetReceived(sid, status))
 
@@ -847,11 +903,12 @@ class SpdyConnection:
         self._next_remote_id = sid + 2
         fin = bool(flags & FLAG_FIN)
         uni = bool(flags & FLAG_UNIDIRECTIONAL)
-        self._streams[sid] = _Stream(local=False, local_closed=uni, remote_closed=fin)
+        record = StreamRecord(sid, local=False, local_closed=uni, remote_closed=fin)
         if uni and fin:
-            del self._streams[sid]
             self._remember(sid, StreamState.CLOSED)
-        events.append(StreamOpened(sid, headers, fin, uni, priority, assoc))
+        else:
+            self._streams[sid] = record
+        events.append(StreamOpened(sid, headers, fin, uni, priority, assoc, record))
 
 
 _Reader = Callable[[SpdyConnection, memoryview, int, int, "_DataBatch"], int]
