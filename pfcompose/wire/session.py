@@ -66,12 +66,14 @@ from pfcompose.wire.spdy import (
     DataReceived,
     GoAwayReceived,
     GoAwayStatus,
+    HeadersReceived,
     LocalProtocolError,
     PingAcked,
     Role,
     RstStatus,
     SpdyConnection,
     StreamOpened,
+    StreamRecord,
     StreamReplied,
     StreamResetReceived,
 )
@@ -118,27 +120,39 @@ class SpdyStream(trio.abc.HalfCloseableStream):
     sends RST_STREAM(CANCEL) unless FIN was already sent; ``aclose`` resets a
     stream that is not closed both ways, as client-go's wrapper does. After
     ``reset``/``aclose`` every call raises ``trio.ClosedResourceError``.
+
+    State has one owner each. The protocol facts (replied, FIN sent, FIN received,
+    reset by whom, with what status) are the connection core's
+    :class:`~pfcompose.wire.spdy.StreamRecord`, which the stream reads (``record``)
+    and never writes, so what a stream reports cannot drift from what the core
+    does with its frames. The stream owns only its I/O: the receive buffer, the
+    parking lot and event its waiters sleep on, its busy flags, and whether its
+    user closed it (``reset``/``aclose``/``reject``: a trio-stream fact, not a
+    protocol one; a reset after the session ended puts nothing on the wire).
+
+    The session talks to a stream only through ``on_data``, ``on_replied`` and
+    ``on_ended`` (it has just applied a frame to the record, or ended: buffer and
+    wake) and reads ``buffered_bytes``, ``done``, ``stream_id``; the stream uses
+    only the session's public methods (``SpdySession``, "the streams' interface").
+    Neither touches the other's private attributes (tests/wire/test_stream_state.py).
     """
 
-    def __init__(
-        self, session: SpdySession, stream_id: int, headers: dict[str, str], *, local: bool
-    ) -> None:
+    def __init__(self, session: SpdySession, record: StreamRecord, headers: dict[str, str]) -> None:
         self._session = session
-        self.stream_id = stream_id
+        self._record = record
+        self.stream_id = record.stream_id
         self.headers = headers
         """Headers of the SYN_STREAM (ours or the peer's); the first value of each name."""
         self.reply_headers: dict[str, str] = {}
-        self.local = local
+        self.local = record.local
         self._chunks: deque[bytes] = deque()
         self._offset = 0
         self._buffered = 0
         self._readable = ParkingLot()
-        self._replied = trio.Event()
-        self._remote_fin = False
-        self._sent_fin = False
-        self._reset_by_peer: int | None = None
-        self._reset_locally = False
-        self._closed = False
+        self._settled = trio.Event()
+        """Set when the SYN_REPLY is exchanged or the stream or session ended: what
+        ``wait_replied`` and writers on an unreplied stream sleep on."""
+        self._closed = False  # reset/aclose/reject was called: no more I/O
         self._receiving = False
         self._sending = False
 
@@ -153,33 +167,41 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         return self._buffered
 
     @property
+    def record(self) -> StreamRecord:
+        """The connection core's record of this stream's protocol state (read it only)."""
+        return self._record
+
+    @property
     def done(self) -> bool:
-        """Closed both ways, reset (either side) or closed locally."""
-        return (
-            self._closed
-            or self._reset_locally
-            or self._reset_by_peer is not None
-            or (self._sent_fin and self._remote_fin)
-        )
+        """Closed both ways, reset by the peer, or closed locally (reset/aclose/reject)."""
+        rec = self._record
+        return self._closed or rec.reset_by == "peer" or (rec.local_closed and rec.remote_closed)
 
     def _peer_reset_error(self) -> StreamReset:
-        status = self._reset_by_peer or 0
+        status = self._record.reset_status
         return StreamReset(f"stream reset by peer (status {status})", status)
 
     def _check_send(self) -> None:
-        if self._closed or self._reset_locally:
+        """May we send? (runs before every write, under the send lock too: kept short)"""
+        rec = self._record
+        if self._closed or rec.reset_by is not None or rec.local_closed or self._session.closed:
+            self._refuse_send()
+
+    def _refuse_send(self) -> None:
+        """Raise why this stream cannot send, if it cannot (the checks in their order)."""
+        if self._closed:
             raise trio.ClosedResourceError("stream was closed")
-        if self._reset_by_peer is not None:
+        if self._record.reset_by == "peer":
             raise self._peer_reset_error()
         if self._session.closed:
             raise SessionLost(self._session.close_reason)
-        if self._sent_fin:
+        if self._record.local_closed:
             raise trio.ClosedResourceError("send_eof was already called")
 
     async def _wait_replied(self) -> None:
         """Writes on a stream the peer opened wait for our SYN_REPLY (spdystream)."""
-        if not self.local and not self._replied.is_set():
-            await self._replied.wait()
+        if not self.local and not self._settled.is_set():
+            await self._settled.wait()
             self._check_send()
 
     async def wait_replied(self, timeout: float = 30.0) -> None:
@@ -189,39 +211,50 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         (after resetting the stream) if no reply came in time, :class:`SessionLost`.
         """
         session = self._session
-        if not self._replied.is_set():
+        if not self._settled.is_set():
             try:
                 with trio.move_on_after(timeout):
-                    await self._replied.wait()
+                    await self._settled.wait()
             except BaseException:
                 self.reset()
                 raise
-        if self._reset_by_peer is not None:
+        rec = self._record
+        if rec.reset_by == "peer":
             session.forget(self)
-            raise StreamReset("Stream reset", self._reset_by_peer)
+            raise StreamReset("Stream reset", rec.reset_status)
         session.check_alive()
-        if not self._replied.is_set():
+        if not self._settled.is_set():
             await self.aclose()
             raise StreamOpenTimeout("Timeout occurred")
 
-    # ------------------------------------------------------------------ reader side
+    # ------------------------------------------------------------------ the session's interface
+    # Called by the reader right after the core applied a frame to the record.
 
-    def _on_data(self, data: bytes, fin: bool) -> None:
-        if data and not self._closed and not self._reset_locally:
+    def on_data(self, data: bytes, fin: bool) -> int:
+        """Buffer received ``data`` (the FIN, if any, is already in the record) and wake
+        the reader; returns the bytes now buffered (the session checks its limit)."""
+        if data and not self._closed:
             self._chunks.append(data)
-            self._buffered += len(data)
-            self._session.buffer_added(len(data))
-        if fin:
-            self._remote_fin = True
+            n = len(data)
+            self._buffered += n
+            self._session.buffer_added(n)
         self._readable.unpark_all()
+        return self._buffered
 
-    def _on_reset(self, status: int) -> None:
-        self._reset_by_peer = status
+    def on_replied(self, headers: dict[str, str], fin: bool) -> None:
+        """The peer's SYN_REPLY arrived (``fin``: with its FIN): wake whoever waits for it."""
+        self.reply_headers = headers
+        if fin:
+            self._readable.unpark_all()
+        self._settled.set()
+
+    def on_ended(self) -> None:
+        """The peer reset the stream or the session ended: wake every waiter."""
         self._wake_all()
 
     def _wake_all(self) -> None:
         self._readable.unpark_all()
-        self._replied.set()
+        self._settled.set()
         self._session.space_freed()
 
     def _discard(self) -> None:
@@ -281,7 +314,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             while True:
-                if self._closed or self._reset_locally:
+                if self._closed:
                     raise trio.ClosedResourceError("stream was closed")
                 if self._chunks:
                     if parked:
@@ -289,9 +322,10 @@ class SpdyStream(trio.abc.HalfCloseableStream):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     parked = True
                     continue  # look again: the stream may have been reset meanwhile
-                if self._reset_by_peer is not None:
+                rec = self._record
+                if rec.reset_by == "peer":
                     raise self._peer_reset_error()
-                if self._remote_fin:
+                if rec.remote_closed:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return False
                 if self._session.closed:
@@ -334,7 +368,7 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint()
 
     async def send_eof(self) -> None:
-        if self._sent_fin and not self._closed and not self._reset_locally:
+        if self._record.local_closed and not self._closed:
             await trio.lowlevel.checkpoint()
             return
         if self._sending:
@@ -355,7 +389,8 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         data that follows instead of costing a write of its own; the flusher sends
         it if nothing else does. A no-op on a stream that can no longer send.
         """
-        if self._sent_fin or self.done or self._session.closed or not self._replied.is_set():
+        rec = self._record
+        if rec.local_closed or self.done or self._session.closed or not rec.replied:
             return
         if self._sending:  # a FIN queued between two batches of a send_all would cut it
             raise trio.BusyResourceError("another task is sending on this stream")
@@ -364,15 +399,14 @@ class SpdyStream(trio.abc.HalfCloseableStream):
 
     def _fin_queued(self) -> None:
         """Our FIN is queued in the connection: the stream may be done with."""
-        self._sent_fin = True
-        if self._remote_fin:
+        if self._record.remote_closed:
             self._session.forget(self)
 
     def reset(self, status: int = RstStatus.CANCEL) -> None:
         """Abandon the stream: RST_STREAM(status) unless we already sent FIN; drop buffers."""
         if self.done:
             return
-        self._reset_locally = True
+        self._closed = True
         self._session.reset_stream(self, status)
         self._discard()
         self._wake_all()
@@ -392,16 +426,16 @@ class SpdyStream(trio.abc.HalfCloseableStream):
         """Accept a stream the peer opened: SYN_REPLY (empty header block by default)."""
         if self.local:
             raise LocalProtocolError("only streams the peer opened are replied to")
-        if self._replied.is_set():
+        if self._settled.is_set():
             await trio.lowlevel.checkpoint()
             return
-        await self._session.write_reply(self.stream_id, headers, self._check_reply, self._replied)
+        await self._session.write_reply(self.stream_id, headers, self._check_reply, self._settled)
 
     def _check_reply(self) -> None:
         """May this stream still be replied to? (called under the session's send lock)"""
-        if self._closed or self._reset_locally:
+        if self._closed:
             raise trio.ClosedResourceError("stream was closed")
-        if self._reset_by_peer is not None:
+        if self._record.reset_by == "peer":
             raise self._peer_reset_error()
         self._session.check_alive()
 
@@ -510,9 +544,9 @@ class SpdySession:
                     sid = self._conn.open_stream(fields)
                 except LocalProtocolError as exc:
                     raise SessionLost(str(exc)) from None
-                stream = SpdyStream(
-                    self, sid, {k.lower(): v for k, v in fields.items()}, local=True
-                )
+                record = self._conn.stream_record(sid)
+                assert record is not None  # (just opened)
+                stream = SpdyStream(self, record, {k.lower(): v for k, v in fields.items()})
                 self._streams[sid] = stream
                 streams.append(stream)
             await self._flush_locked()
@@ -568,8 +602,10 @@ class SpdySession:
 
     # ------------------------------------------------------------------ the streams' interface
     # A SpdyStream uses its session only through these methods and ``closed`` /
-    # ``close_reason``: the session owns the connection, the send lock and the
-    # receive budget; a stream owns its buffer and what it knows of its own state.
+    # ``close_reason``: the session owns the connection core (and through it every
+    # stream's StreamRecord), the send lock and the receive budget; a stream owns
+    # its buffer and its waiters. The session calls a stream only through
+    # ``on_data``/``on_replied``/``on_ended`` and reads ``buffered_bytes``/``done``.
 
     def check_alive(self) -> None:
         """Raise :class:`SessionLost` if the session has ended."""
@@ -697,7 +733,7 @@ class SpdySession:
             self._flush_lot.unpark_all()
 
     def _forget_if_done(self, stream: SpdyStream) -> None:
-        if stream._sent_fin and stream._remote_fin:
+        if stream.done:
             self.forget(stream)
 
     def _lose(self, reason: str) -> None:
@@ -707,7 +743,7 @@ class SpdySession:
         self.close_reason = reason
         self._lost_event.set()
         for stream in list(self._streams.values()):
-            stream._wake_all()
+            stream.on_ended()
         self._streams.clear()
         self._full.clear()
         self._space.unpark_all()
@@ -771,7 +807,7 @@ class SpdySession:
         if self._full:
             limit = self._max_buffer
             for stream in list(self._full):
-                if stream._buffered < limit or stream.done:
+                if stream.buffered_bytes < limit or stream.done:
                     self._full.discard(stream)
         return (
             bool(self._full)
@@ -796,10 +832,10 @@ class SpdySession:
             if isinstance(event, DataReceived):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream._on_data(event.data, event.fin)
-                    if stream._buffered >= limit:
+                    fin = event.fin
+                    if stream.on_data(event.data, fin) >= limit:
                         self._full.add(stream)
-                    if event.fin:
+                    if fin:
                         self._forget_if_done(stream)
             elif isinstance(event, StreamOpened):
                 self._on_opened(event)
@@ -813,33 +849,41 @@ class SpdySession:
                     done.set()
             elif isinstance(event, GoAwayReceived):
                 self._lose(f"goaway received (status {event.status})")
-            # SETTINGS, WINDOW_UPDATE, HEADERS: nothing to do (spdystream ignores them)
+            elif isinstance(event, HeadersReceived):
+                self._on_headers(event)
+            # SETTINGS, WINDOW_UPDATE: nothing to do (spdystream ignores them)
         if self._conn.has_data_to_send:
             self._kick()
 
     def _on_replied(self, event: StreamReplied) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
-            stream.reply_headers = event.headers
+            stream.on_replied(event.headers, event.fin)
             if event.fin:
-                stream._on_data(b"", True)
                 self._forget_if_done(stream)
-            stream._replied.set()
+
+    def _on_headers(self, event: HeadersReceived) -> None:
+        """HEADERS carry nothing we use; with FIN they end the peer's side (as in
+        spdystream), which the record already says: wake the reader to see it."""
+        stream = self._streams.get(event.stream_id)
+        if stream is not None and event.fin:
+            stream.on_data(b"", True)
+            self._forget_if_done(stream)
 
     def _on_reset_received(self, event: StreamResetReceived) -> None:
         stream = self._streams.pop(event.stream_id, None)
         if stream is not None:
             self._full.discard(stream)
-            stream._on_reset(event.status)
+            stream.on_ended()
 
     def _on_opened(self, event: StreamOpened) -> None:
         if self._refuse_status is not None:
             self._conn.reset(event.stream_id, self._refuse_status)
             return
-        stream = SpdyStream(self, event.stream_id, event.headers, local=False)
-        stream._sent_fin = event.unidirectional
-        stream._remote_fin = event.fin
-        if not stream.done:
+        record = event.record
+        assert record is not None  # (always set by SpdyConnection)
+        stream = SpdyStream(self, record, event.headers)
+        if not (event.unidirectional and event.fin):  # else closed both ways at once
             self._streams[event.stream_id] = stream
         self._accept_queue.append(stream)
         self._acceptable.unpark_all()

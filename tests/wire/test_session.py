@@ -200,7 +200,7 @@ async def test_client_reset_is_seen_by_server_and_reset_after_fin_is_silent() ->
         three.reset()  # FIN already sent: nothing on the wire (spdystream)
         await trio.testing.wait_all_tasks_blocked()
         assert await remote3.receive_some() == b""
-        assert remote3._reset_by_peer is None
+        assert remote3.record.reset_by is None
 
 
 async def test_reject_refuse_and_aclose_resets() -> None:
