@@ -2,8 +2,10 @@
 
 Random ports (``":5432"``) are only useful if something tells the rest of the
 toolchain which port was chosen. The file is derived from events alone — a
-``listening`` event adds a port, a forward's ``stopped`` event removes its ports —
-so the foreground ``up`` and the daemon feed it the same way. Each change rewrites
+``listening`` event adds a port, a forward's ``stopped`` event removes its ports,
+the project's ``stopping`` removes the file (its listeners are closing) — so the
+foreground ``up`` and the daemon feed it the same way, and the file is gone before
+``down`` returns. Each change rewrites
 the whole file atomically (temp file + rename): a reader sees the old or the new
 file, never half of one.
 """
@@ -45,8 +47,11 @@ class PortsEnvFile:
         self.project = project
         self._ports: dict[str, dict[str, int]] = {}  # forward -> key -> local, in order
         self._written: str | None = None
+        self._ended = False
 
     def __call__(self, event: Event) -> None:
+        if self._ended:
+            return
         if event.kind is Kind.LISTENING:
             remote, local = event.data.get("remote"), event.data.get("local")
             if isinstance(local, int) and isinstance(remote, int | str):
@@ -55,6 +60,15 @@ class PortsEnvFile:
                 self.write()
         elif self._is_stop(event) and self._ports.pop(event.forward, None) is not None:
             self.write()
+        elif self._is_project_stopping(event):
+            self._ended = True  # the project stops: nothing it listens on stays true
+            self.remove()
+
+    @staticmethod
+    def _is_project_stopping(event: Event) -> bool:
+        return (
+            event.kind is Kind.STATE and not event.forward and event.data.get("state") == "stopping"
+        )
 
     @staticmethod
     def _is_stop(event: Event) -> bool:

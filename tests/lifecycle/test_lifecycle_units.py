@@ -233,6 +233,23 @@ def test_ports_file_tracks_listening_and_stopped(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_ports_file_goes_when_the_project_stops(tmp_path: Path) -> None:
+    """At the project's ``stopping`` its listeners close: the file goes at once (so
+    before ``down`` answers, foreground or daemon), and the forwards' ``stopped``
+    events that follow do not write it back."""
+    path = tmp_path / "ports.env"
+    ports = PortsEnvFile(path, "shop")
+    ports(_listening("db", "127.0.0.1", 40001, 5432))
+    ports(_listening("web", "127.0.0.1", 40002, 8080))
+    ports(Event("db", Kind.STATE, "stopping", data={"state": "stopping"}))  # not the project's
+    assert path.exists()
+    ports(Event("", Kind.STATE, "stopping", data={"state": "stopping"}))
+    assert not path.exists()
+    ports(Event("db", Kind.STATE, "stopped", data={"state": "stopped"}))
+    ports(_listening("web", "::1", 40002, 8080))
+    assert not path.exists()
+
+
 # -- ps rendering ----------------------------------------------------------------------------
 
 
