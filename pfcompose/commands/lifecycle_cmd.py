@@ -313,14 +313,15 @@ def down(names: Sequence[str], **plan_kwargs: Any) -> None:
     """Stop the project's forwards gracefully (only the FORWARDs named, if any).
 
     Listeners close, open connections get up to 2 s to finish, sessions close; with
-    no FORWARD the daemon exits. Nothing running is not an error.
+    no FORWARD the daemon exits, or a foreground `up` exits 0 as after Ctrl-C.
+    Nothing running is not an error.
     """
-    from pfcompose.daemon.control import NotRunning, call
+    from pfcompose.daemon.control import NotRunning, call_running
 
     paths = _project_paths(plan_kwargs)
 
     async def stop() -> Any:
-        return await call(paths, "down", names=list(names))
+        return await call_running(paths, "down", names=list(names))  # a foreground up too
 
     try:
         result = _run_async(stop)
@@ -341,12 +342,12 @@ def restart(names: Sequence[str], **plan_kwargs: Any) -> None:
 
     To apply changes made to the file, run `pfcompose up -d` again instead.
     """
-    from pfcompose.daemon.control import NotRunning, connect
+    from pfcompose.daemon.control import NotRunning, connect_running
 
     paths = _project_paths(plan_kwargs)
 
     async def run() -> Any:
-        conn = await connect(paths)
+        conn = await connect_running(paths)  # the daemon, or a foreground up
         try:
             result = await conn.call("restart", names=list(names))
             await conn.call("wait", until="listening", names=result["restarted"], timeout=60)

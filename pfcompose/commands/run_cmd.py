@@ -398,13 +398,13 @@ def wait(names: Sequence[str], timeout: float, **plan_kwargs: Any) -> None:
     failed or is unhealthy), or if the project is not running."""
     import trio
 
-    from pfcompose.daemon.control import ControlError, call
+    from pfcompose.daemon.control import ControlError, call_running
     from pfcompose.daemon.status import is_ready, not_ready_line
 
     paths = _project_paths(plan_kwargs)
 
-    async def ask() -> Any:
-        return await call(paths, "wait", until="ready", names=list(names), timeout=timeout)
+    async def ask() -> Any:  # the daemon, or a foreground up
+        return await call_running(paths, "wait", until="ready", names=list(names), timeout=timeout)
 
     try:
         state = trio.run(ask)

@@ -50,8 +50,10 @@ __all__ = [
     "Reply",
     "bind_socket",
     "call",
+    "call_running",
     "clean_stale",
     "connect",
+    "connect_running",
     "decode",
     "encode",
     "foreground_paths",
@@ -427,18 +429,27 @@ async def call(paths: ProjectPaths, op: str, **args: Any) -> Any:
         await conn.aclose()
 
 
-async def call_running(paths: ProjectPaths, op: str, **args: Any) -> Any:
-    """``call`` the project's daemon or, when none runs, its foreground ``up`` (which
-    answers info, ps, subscribe and restart): for ``ps``, ``port`` and ``top``, a
-    project is running whichever way it was started. ``NotRunning`` names the daemon."""
+async def connect_running(paths: ProjectPaths) -> ControlClient:
+    """``connect`` to the project's daemon or, when none runs, its foreground ``up``
+    (which answers info, ps, subscribe, wait, restart and down): a project is running
+    whichever way it was started. ``NotRunning`` names the daemon."""
     try:
-        return await call(paths, op, **args)
+        return await connect(paths)
     except NotRunning:
         try:
-            return await call(foreground_paths(paths.project), op, **args)
+            return await connect(foreground_paths(paths.project))
         except NotRunning:
             pass
         raise
+
+
+async def call_running(paths: ProjectPaths, op: str, **args: Any) -> Any:
+    """``call`` the daemon or the foreground ``up`` (:func:`connect_running`)."""
+    conn = await connect_running(paths)
+    try:
+        return await conn.call(op, **args)
+    finally:
+        await conn.aclose()
 
 
 def socket_is_private(path: Path) -> bool:

@@ -42,7 +42,7 @@ from pfcompose.daemon.control import (
     serve,
 )
 from pfcompose.daemon.eventlog import EventLog, EventLogFile, matches
-from pfcompose.daemon.status import gave_up, is_ready, status_record
+from pfcompose.daemon.status import status_record
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.platform import O_CLOEXEC, ipc
 from pfcompose.platform.process import detach_options
@@ -50,7 +50,7 @@ from pfcompose.up.connstats import project_snapshot
 from pfcompose.up.events import Event, EventSink, fan_out
 from pfcompose.up.forward import ForwardStatus
 from pfcompose.up.launch import Launch, import_path, lean_argv
-from pfcompose.up.observe import run_metrics, subscribe
+from pfcompose.up.observe import Changes, run_metrics, subscribe, wait_for_forwards
 from pfcompose.up.portsenv import PortsEnvFile
 from pfcompose.up.resources import keep_freed_buffers, raise_open_file_limit, release_free_memory
 from pfcompose.up.runtime import forward_access
@@ -60,23 +60,6 @@ __all__ = ["READY_TIMEOUT", "Daemon", "daemon_main", "spawn"]
 
 READY_TIMEOUT = 30.0
 """How long ``up -d`` waits for the daemon's ready line before giving up."""
-
-
-class _Changes:
-    """An event sink that wakes waiters whenever anything happened."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def __call__(self, event: Event) -> None:
-        self.wake()
-
-    def wake(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait(self) -> None:
-        await self._event.wait()
 
 
 class Daemon:
@@ -93,7 +76,7 @@ class Daemon:
         self.events = EventLog(file=EventLogFile(self.log_path))
         ports_env = launch.ports_env or plan.ports_env
         self.ports_env = PortsEnvFile(ports_env, plan.name) if ports_env else None
-        self.changes = _Changes()
+        self.changes = Changes()
         sinks: list[EventSink] = [self.events, self._to_ports_env, self.changes]
         self.order = list(plan.forwards)
         self.access = forward_access(launch, evaluate)
@@ -212,26 +195,9 @@ class Daemon:
 
     async def op_wait(self, args: dict[str, Any], send: Reply) -> Any:
         """Answer once every forward is past starting (``listening``) or ready (``ready``)."""
-        until = args.get("until", "listening")
-        timeout = float(args.get("timeout", 60.0))
-        names = args.get("names") or ()
-        satisfied = False
-        with trio.move_on_after(timeout):
-            while True:
-                records = self.records(names)
-                states = [r["state"] for r in records]
-                if until == "ready":  # and healthy, where a health check is declared
-                    satisfied = all(is_ready(r) for r in records)
-                    if satisfied or any(gave_up(r) for r in records):
-                        break
-                else:
-                    satisfied = "starting" not in states
-                    if satisfied:
-                        break
-                if self.closing.is_set():
-                    break
-                await self.changes.wait()
-        return {"satisfied": satisfied, "forwards": self.records(names)}
+        names = list(args.get("names") or ())
+        records = functools.partial(self.records, names)
+        return await wait_for_forwards(records, self.changes, self.closing, args)
 
     async def op_logs(self, args: dict[str, Any], send: Reply) -> Any:
         names = list(args.get("names") or ())

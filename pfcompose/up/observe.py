@@ -6,9 +6,13 @@
   never polls and never asks the kernel.
 * :func:`run_metrics`: the Prometheus endpoint (:mod:`pfcompose.up.metrics`) beside
   the supervisor, in the daemon and in a foreground ``up``.
-* :class:`ForegroundControl`: a foreground ``up`` had no control channel; it now
-  serves ``info``, ``ps``, ``subscribe`` and ``restart`` on a socket of its own
-  (:func:`~pfcompose.daemon.control.foreground_paths`), held with a lock as the daemon's.
+* :func:`wait_for_forwards` (``wait``, of the daemon and of a foreground ``up``):
+  answer once the forwards are listening, or ready and healthy, woken by
+  :class:`Changes` rather than polling.
+* :class:`ForegroundControl`: a foreground ``up``'s control channel on a socket of
+  its own (:func:`~pfcompose.daemon.control.foreground_paths`), held with a lock as
+  the daemon's: ``info``, ``ps``, ``subscribe``, ``wait``, ``restart`` and ``down``,
+  so ``pfcompose down`` in another terminal stops it as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_INTERVAL",
+    "Changes",
     "ForegroundControl",
     "observing",
     "run_metrics",
     "subscribe",
+    "wait_for_forwards",
 ]
 
 MIN_INTERVAL = 0.25
@@ -66,6 +72,54 @@ async def subscribe(
         with trio.move_on_after(interval):
             await stopping.wait()
     return {"pushed": pushed}
+
+
+class Changes:
+    """An event sink that wakes waiters whenever anything happened."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+async def wait_for_forwards(
+    records: Callable[[], list[dict[str, Any]]],
+    changes: Changes,
+    closing: trio.Event,
+    args: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Answer ``wait``: once every forward is past starting (``until: listening``) or
+    ready, and healthy where it has a health check (``until: ready``); or at
+    ``timeout``, when one gave up, or when the project stops (``satisfied`` false)."""
+    from pfcompose.daemon.status import gave_up, is_ready
+
+    until = args.get("until", "listening")
+    timeout = float(args.get("timeout", 60.0))
+    satisfied = False
+    with trio.move_on_after(timeout):
+        while True:
+            current = records()
+            if until == "ready":
+                satisfied = all(is_ready(r) for r in current)
+                if satisfied or any(gave_up(r) for r in current):
+                    break
+            else:
+                satisfied = all(r["state"] != "starting" for r in current)
+                if satisfied:
+                    break
+            if closing.is_set():
+                break
+            await changes.wait()
+    return {"satisfied": satisfied, "forwards": records()}
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -99,12 +153,20 @@ async def run_metrics(
 
 
 class ForegroundControl:
-    """The requests a foreground ``up`` answers (the daemon answers these and more)."""
+    """The requests a foreground ``up`` answers (the daemon answers these and ``logs``,
+    ``reconcile``): what a project running in a terminal needs from another one."""
 
-    def __init__(self, plan: Plan, supervisor: Supervisor, stopping: trio.Event) -> None:
+    def __init__(
+        self, plan: Plan, supervisor: Supervisor, changes: Changes, stopping: trio.Event
+    ) -> None:
+        from pfcompose.daemon.control import InFlight
+
         self.plan = plan
         self.supervisor = supervisor
+        self.changes = changes
         self.stopping = stopping
+        """Set once the supervisor has stopped: its forwards are closed."""
+        self.in_flight = InFlight()
         self.started = time.time()
 
     def _specs(self) -> dict[str, ForwardSpec]:
@@ -113,6 +175,16 @@ class ForegroundControl:
     def _statuses(self) -> list[ForwardStatus]:
         rank = {name: index for index, name in enumerate(self.plan.forwards)}
         return sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
+
+    def _records(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
+        from pfcompose.daemon.status import status_record
+
+        specs, now = self._specs(), time.time()
+        return [
+            status_record(status, specs.get(status.name), now=now)
+            for status in self._statuses()
+            if not names or status.name in names
+        ]
 
     def _check(self, names: Sequence[str]) -> None:
         from pfcompose.daemon.control import ControlError
@@ -134,9 +206,9 @@ class ForegroundControl:
 
     async def _handle(self, op: str, args: dict[str, Any], send: Reply) -> Any:
         from pfcompose.daemon.control import ControlError
-        from pfcompose.daemon.status import status_record
 
         names = [str(name) for name in args.get("names") or ()]
+        self._check(names)  # a typo is an error, not an empty answer (as the daemon)
         if op == "info":
             return {
                 "project": self.plan.name,
@@ -146,25 +218,35 @@ class ForegroundControl:
                 "forwards": len(self.supervisor.forwards),
                 "started": self.started,
             }
+        if self.stopping.is_set():
+            raise ControlError(f"project {self.plan.name} is stopping")
         if op == "ps":
-            self._check(names)
-            specs, now = self._specs(), time.time()
-            records = [
-                status_record(status, specs.get(status.name), now=now)
-                for status in self._statuses()
-                if not names or status.name in names
-            ]
-            return {"project": self.plan.name, "forwards": records}
+            return {"project": self.plan.name, "forwards": self._records(names)}
         if op == "subscribe":
-            self._check(names)
             return await subscribe(
                 self.plan.name, self._statuses, self._specs, args, send, self.stopping
             )
+        if op == "wait":
+            records = functools.partial(self._records, names)
+            return await wait_for_forwards(records, self.changes, self.stopping, args)
         if op == "restart":
-            self._check(names)
             return {"restarted": await self.supervisor.restart(names or None)}
+        if op == "down":
+            return await self._down(names)
         raise ControlError(f"unknown request {op!r} (a foreground up answers info, ps, "
-                           "subscribe and restart)")  # fmt: skip
+                           "subscribe, wait, restart and down)")  # fmt: skip
+
+    async def _down(self, names: Sequence[str]) -> dict[str, Any]:
+        """Stop the forwards named; none, or every one running: stop ``up`` as Ctrl-C
+        does, and answer once its forwards are closed (``up`` then exits 0)."""
+        running = [forward.spec.name for forward in self.supervisor.forwards]
+        if names and not set(running) <= set(names):
+            stopped = [name for name in names if await self.supervisor.stop_forward(name)]
+            return {"stopped": stopped, "exited": False}
+        if not self.supervisor.stop_requested:  # a second one would force the stop
+            self.supervisor.request_stop(reason="pfcompose down")
+        await self.stopping.wait()
+        return {"stopped": running, "exited": True}
 
 
 async def _serve_foreground(
@@ -202,31 +284,38 @@ async def _serve_foreground(
         task_status.started()
         return
     try:
-        await serve(listener, control.handle, task_status=task_status)
+        await serve(listener, control.handle, in_flight=control.in_flight, task_status=task_status)
     finally:
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()
         lock.release()
 
 
+ANSWER_GRACE = 2.0
+"""How long a stopping ``up`` waits for answers in flight (``down`` hears the stop)."""
+
+
 @contextlib.asynccontextmanager
 async def observing(
-    plan: Plan, supervisor: Supervisor, emit: EventSink, *, foreground: bool = True
+    plan: Plan, supervisor: Supervisor, emit: EventSink, changes: Changes
 ) -> AsyncIterator[None]:
-    """Metrics (if the plan asks) and, for a foreground ``up``, its control channel,
-    for as long as the body (the supervisor) runs."""
+    """Metrics (if the plan asks) and a foreground ``up``'s control channel, for as long
+    as the body (the supervisor) runs. ``changes`` is one of the supervisor's sinks:
+    ``wait`` sleeps on it."""
     stopping = trio.Event()
+    control = ForegroundControl(plan, supervisor, changes, stopping)
     async with trio.open_nursery() as nursery:
         if plan.metrics:
             snapshot = functools.partial(_snapshot, plan, supervisor)
             await nursery.start(functools.partial(run_metrics, plan.metrics, snapshot, emit))
-        if foreground:
-            control = ForegroundControl(plan, supervisor, stopping)
-            await nursery.start(functools.partial(_serve_foreground, control, emit))
+        await nursery.start(functools.partial(_serve_foreground, control, emit))
         try:
             yield
         finally:
             stopping.set()
+            changes.wake()  # ends every ``wait``
+            with trio.move_on_after(ANSWER_GRACE):
+                await control.in_flight.wait_idle()  # ``down`` hears that the stop is done
             nursery.cancel_scope.cancel()
 
 

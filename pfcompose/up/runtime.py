@@ -75,11 +75,13 @@ def only_interrupts(exc: BaseException) -> bool:
 async def supervise(
     plan: Plan, emit: EventSink, loader: AccessLoader, output_closed: OutputClosed
 ) -> ExitCode:
-    from pfcompose.up.observe import observing  # metrics, and the channel ``top`` uses
+    # metrics, and the channel top, wait and down use
+    from pfcompose.up.observe import Changes, observing
 
-    supervisor = Supervisor(plan.forwards.values(), loader, emit=emit)
+    changes = Changes()
+    supervisor = Supervisor(plan.forwards.values(), loader, emit=fan_out(emit, changes))
     output_closed.attach(supervisor.request_stop)
-    async with observing(plan, supervisor, emit):
+    async with observing(plan, supervisor, emit, changes):
         if isinstance(loader, ForwardAccess):
             async with loader.cache.renewing_in_background():
                 return await supervisor.run()

@@ -35,6 +35,13 @@ IDLE_TRIM_INTERVAL = 30.0
 _FOREGROUND_STOPPING = "Gracefully stopping... (press Ctrl+C again to force)"
 
 
+def _foreground_stopping(reason: str | None) -> str:
+    """The line a foreground ``up`` prints as it stops; ``reason`` when not a signal."""
+    if reason is None:
+        return _FOREGROUND_STOPPING
+    return f"Gracefully stopping ({reason})... (press Ctrl+C again to force)"
+
+
 async def release_memory_when_idle(
     statuses: Callable[[], Iterable[ForwardStatus]],
     *,
@@ -94,6 +101,7 @@ class Supervisor:
         self._running: dict[str, _Running] = {}
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
+        self._stop_reason: str | None = None
         self._stopped_by_request = False
         self._forced = False
         self._scope: trio.CancelScope | None = None
@@ -106,8 +114,16 @@ class Supervisor:
     def statuses(self) -> list[ForwardStatus]:
         return [f.status for f in self.forwards]
 
-    def request_stop(self) -> None:
-        """Begin a graceful stop; a second call forces an immediate one."""
+    @property
+    def stop_requested(self) -> bool:
+        """A stop has begun (a second :meth:`request_stop` would force it)."""
+        return self._stop_requested.is_set()
+
+    def request_stop(self, reason: str | None = None) -> None:
+        """Begin a graceful stop; a second call forces an immediate one. ``reason``
+        (``"pfcompose down"``) is named in the stopping line; a signal needs none."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
         if self._stop_requested.is_set():
             self._forced = True
             if self._scope is not None:
@@ -240,7 +256,7 @@ class Supervisor:
         await self._stop_requested.wait()
         self._stopped_by_request = True
         # A daemon is stopped by ``down`` or SIGTERM, never by a Ctrl-C in its log.
-        text = "stopping" if self._persistent else _FOREGROUND_STOPPING
+        text = "stopping" if self._persistent else _foreground_stopping(self._stop_reason)
         self._emit(Event("", Kind.STATE, text, data={"state": "stopping"}))
         for forward in self.forwards:
             forward.stop_accepting()
