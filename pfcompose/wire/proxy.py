@@ -59,9 +59,12 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        """The proxy as a URL for messages: ``http://user:xxxxx@host:port``."""
+        """The proxy as a URL for messages: ``http://user:xxxxx@host:port`` (as Go's
+        ``URL.Redacted``: a user without a password stays ``user@``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        user = f"{self.username}:xxxxx@" if self.username is not None else ""
+        user = ""
+        if self.username is not None:
+            user = f"{self.username}:xxxxx@" if self.password is not None else f"{self.username}@"
         return f"{self.scheme}://{user}{host}:{self.port}"
 
     def __str__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pfcompose.wire.proxy import parse_proxy_url
 from pfcompose.wire.proxyenv import (
     NoProxy,
     env_proxy_for,
@@ -144,3 +145,19 @@ def test_errors_never_show_the_password() -> None:
     assert "alice:xxxxx@p:1" in str(info.value)
     assert redact("http://alice:s3cret@p:1/x") == "http://alice:xxxxx@p:1/x"
     assert redact("http://p:1") == "http://p:1"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://alice:s3cret@p:3128", "http://alice:xxxxx@p:3128"),
+        ("http://alice:@p:3128", "http://alice:xxxxx@p:3128"),  # a password, if empty
+        ("http://alice@p:3128", "http://alice@p:3128"),  # no password: Go shows user@
+        ("socks5://[::1]:1080", "socks5://[::1]:1080"),
+    ],
+)
+def test_a_proxy_is_shown_as_go_redacts_it(url: str, shown: str) -> None:
+    proxy = parse_proxy_url(url)
+    assert proxy.url == str(proxy) == shown
+    assert repr(proxy) == f"Proxy({shown})"
+    assert redact(url) == shown  # the environment's URLs are shown the same way
