@@ -242,11 +242,11 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
          **plan_kwargs: Any) -> None:  # fmt: skip
     """Print the forwards' events and connection lines, prefixed by forward name.
 
-    From the running daemon's memory; when it is not running, from its event log
-    file (JSON lines, rotated by size), so the history of a stopped project is still
-    there.
+    From the running project's memory (its daemon, or a foreground `up`); when none
+    runs, from the daemon's event log file (JSON lines, rotated by size), so the
+    history of a stopped project is still there.
     """
-    from pfcompose.daemon.control import NotRunning, connect
+    from pfcompose.daemon.control import NotRunning, connect_running
     from pfcompose.daemon.eventlog import matches, read_log_file
 
     paths = _project_paths(plan_kwargs)
@@ -255,7 +255,7 @@ def logs(names: Sequence[str], follow: bool, since: str | None, tail: int | None
     kinds = ["connection_closed"] if connections else []
 
     async def stream() -> None:
-        conn = await connect(paths)
+        conn = await connect_running(paths)
         try:
             state = await conn.call("ps")
             known = [r["name"] for r in state["forwards"]]

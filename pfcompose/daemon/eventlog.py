@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_RING",
     "EventLog",
     "EventLogFile",
+    "answer_logs",
     "event_from_json",
     "matches",
     "read_log_file",
@@ -174,3 +175,40 @@ class EventLog:
         self._followers.clear()
         if self._file is not None:
             self._file.close()
+
+
+async def answer_logs(
+    events: EventLog,
+    args: Mapping[str, Any],
+    send: Callable[[Mapping[str, Any]], Awaitable[None]],
+    closing: trio.Event,
+) -> dict[str, Any]:
+    """Answer ``logs`` (of the daemon and of a foreground ``up``): the ring's records
+    (``since``, ``names``, ``kinds``, ``tail``), then with ``follow`` every later one
+    until the project stops (``closing``) or the reader falls behind."""
+    names = list(args.get("names") or ())
+    since = args.get("since")
+    tail = args.get("tail")
+    kinds = set(args.get("kinds") or ())  # ``logs --connections``: connection_closed
+    records = [r for r in events.snapshot(since, names) if _kind_in(r, kinds)]
+    # Register before the first await, so no event falls between snapshot and follow.
+    follow = events.follow(names) if args.get("follow") else None
+    if isinstance(tail, int) and tail >= 0:
+        records = records[len(records) - tail :] if tail else []
+    try:
+        for record in records:
+            await send({"event": record})
+        if follow is None:
+            return {"ended": "snapshot"}
+        async with follow:
+            async for record in follow:
+                if matches(record, since, names) and _kind_in(record, kinds):
+                    await send({"event": record})
+        return {"ended": "stopped" if closing.is_set() else "behind"}
+    finally:
+        if follow is not None:
+            events.unfollow(follow)
+
+
+def _kind_in(record: Mapping[str, Any], kinds: set[str]) -> bool:
+    return not kinds or record.get("kind") in kinds

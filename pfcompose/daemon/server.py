@@ -41,7 +41,7 @@ from pfcompose.daemon.control import (
     project_paths,
     serve,
 )
-from pfcompose.daemon.eventlog import EventLog, EventLogFile, matches
+from pfcompose.daemon.eventlog import EventLog, EventLogFile, answer_logs
 from pfcompose.daemon.status import status_record
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.platform import O_CLOEXEC, ipc
@@ -200,28 +200,7 @@ class Daemon:
         return await wait_for_forwards(records, self.changes, self.closing, args)
 
     async def op_logs(self, args: dict[str, Any], send: Reply) -> Any:
-        names = list(args.get("names") or ())
-        since = args.get("since")
-        tail = args.get("tail")
-        kinds = set(args.get("kinds") or ())  # ``logs --connections``: connection_closed
-        records = [r for r in self.events.snapshot(since, names) if _kind_in(r, kinds)]
-        # Register before the first await, so no event falls between snapshot and follow.
-        follow = self.events.follow(names) if args.get("follow") else None
-        if isinstance(tail, int) and tail >= 0:
-            records = records[len(records) - tail :] if tail else []
-        try:
-            for record in records:
-                await send({"event": record})
-            if follow is None:
-                return {"ended": "snapshot"}
-            async with follow:
-                async for record in follow:
-                    if matches(record, since, names) and _kind_in(record, kinds):
-                        await send({"event": record})
-            return {"ended": "stopped" if self.closing.is_set() else "behind"}
-        finally:
-            if follow is not None:
-                self.events.unfollow(follow)
+        return await answer_logs(self.events, args, send, self.closing)
 
     async def op_down(self, args: dict[str, Any], send: Reply) -> Any:
         names = list(args.get("names") or ())
@@ -268,10 +247,6 @@ class Daemon:
         self.plan = plan
         self.order = list(plan.forwards) + [n for n in self.order if n not in plan.forwards]
         return asdict(result)
-
-
-def _kind_in(record: Mapping[str, Any], kinds: set[str]) -> bool:
-    return not kinds or record.get("kind") in kinds
 
 
 # -- the daemon process -------------------------------------------------------------------

@@ -11,8 +11,8 @@
   :class:`Changes` rather than polling.
 * :class:`ForegroundControl`: a foreground ``up``'s control channel on a socket of
   its own (:func:`~pfcompose.daemon.control.foreground_paths`), held with a lock as
-  the daemon's: ``info``, ``ps``, ``subscribe``, ``wait``, ``restart`` and ``down``,
-  so ``pfcompose down`` in another terminal stops it as Ctrl-C does.
+  the daemon's: ``info``, ``ps``, ``subscribe``, ``wait``, ``logs``, ``restart`` and
+  ``down``, so ``pfcompose down`` in another terminal stops it as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pfcompose.up.events import Event, EventSink, Kind
 if TYPE_CHECKING:
     from pfcompose.config.spec import ForwardSpec, Plan
     from pfcompose.daemon.control import Reply
+    from pfcompose.daemon.eventlog import EventLog
     from pfcompose.up.forward import ForwardStatus
     from pfcompose.up.supervisor import Supervisor
 
@@ -39,6 +40,7 @@ __all__ = [
     "MIN_INTERVAL",
     "Changes",
     "ForegroundControl",
+    "Watch",
     "observing",
     "run_metrics",
     "subscribe",
@@ -122,6 +124,22 @@ async def wait_for_forwards(
     return {"satisfied": satisfied, "forwards": records()}
 
 
+class Watch:
+    """What a foreground ``up`` keeps of its events for others: a :class:`Changes` for
+    ``wait`` and the bounded ring of an :class:`~pfcompose.daemon.eventlog.EventLog`
+    (no file: ``--log-file`` is the file) for ``logs``. One sink of the supervisor."""
+
+    def __init__(self) -> None:
+        from pfcompose.daemon.eventlog import EventLog
+
+        self.changes = Changes()
+        self.events: EventLog = EventLog()
+
+    def __call__(self, event: Event) -> None:
+        self.events(event)
+        self.changes.wake()
+
+
 # -- metrics -----------------------------------------------------------------------------------
 
 
@@ -153,17 +171,22 @@ async def run_metrics(
 
 
 class ForegroundControl:
-    """The requests a foreground ``up`` answers (the daemon answers these and ``logs``,
+    """The requests a foreground ``up`` answers (the daemon answers these and
     ``reconcile``): what a project running in a terminal needs from another one."""
 
     def __init__(
-        self, plan: Plan, supervisor: Supervisor, changes: Changes, stopping: trio.Event
+        self,
+        plan: Plan,
+        supervisor: Supervisor,
+        watch: Watch,
+        stopping: trio.Event,
     ) -> None:
         from pfcompose.daemon.control import InFlight
 
         self.plan = plan
         self.supervisor = supervisor
-        self.changes = changes
+        self.changes = watch.changes
+        self.events = watch.events
         self.stopping = stopping
         """Set once the supervisor has stopped: its forwards are closed."""
         self.in_flight = InFlight()
@@ -229,12 +252,16 @@ class ForegroundControl:
         if op == "wait":
             records = functools.partial(self._records, names)
             return await wait_for_forwards(records, self.changes, self.stopping, args)
+        if op == "logs":
+            from pfcompose.daemon.eventlog import answer_logs
+
+            return await answer_logs(self.events, args, send, self.stopping)
         if op == "restart":
             return {"restarted": await self.supervisor.restart(names or None)}
         if op == "down":
             return await self._down(names)
         raise ControlError(f"unknown request {op!r} (a foreground up answers info, ps, "
-                           "subscribe, wait, restart and down)")  # fmt: skip
+                           "subscribe, wait, logs, restart and down)")  # fmt: skip
 
     async def _down(self, names: Sequence[str]) -> dict[str, Any]:
         """Stop the forwards named; none, or every one running: stop ``up`` as Ctrl-C
@@ -297,13 +324,12 @@ ANSWER_GRACE = 2.0
 
 @contextlib.asynccontextmanager
 async def observing(
-    plan: Plan, supervisor: Supervisor, emit: EventSink, changes: Changes
+    plan: Plan, supervisor: Supervisor, emit: EventSink, watch: Watch
 ) -> AsyncIterator[None]:
     """Metrics (if the plan asks) and a foreground ``up``'s control channel, for as long
-    as the body (the supervisor) runs. ``changes`` is one of the supervisor's sinks:
-    ``wait`` sleeps on it."""
+    as the body (the supervisor) runs; ``watch`` is one of the supervisor's sinks."""
     stopping = trio.Event()
-    control = ForegroundControl(plan, supervisor, changes, stopping)
+    control = ForegroundControl(plan, supervisor, watch, stopping)
     async with trio.open_nursery() as nursery:
         if plan.metrics:
             snapshot = functools.partial(_snapshot, plan, supervisor)
@@ -313,7 +339,8 @@ async def observing(
             yield
         finally:
             stopping.set()
-            changes.wake()  # ends every ``wait``
+            watch.changes.wake()  # ends every ``wait``
+            watch.events.close()  # ends every ``logs -f``
             with trio.move_on_after(ANSWER_GRACE):
                 await control.in_flight.wait_idle()  # ``down`` hears that the stop is done
             nursery.cancel_scope.cancel()

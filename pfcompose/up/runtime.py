@@ -75,13 +75,13 @@ def only_interrupts(exc: BaseException) -> bool:
 async def supervise(
     plan: Plan, emit: EventSink, loader: AccessLoader, output_closed: OutputClosed
 ) -> ExitCode:
-    # metrics, and the channel top, wait and down use
-    from pfcompose.up.observe import Changes, observing
+    # metrics, and the channel that top, wait, logs and down use
+    from pfcompose.up.observe import Watch, observing
 
-    changes = Changes()
-    supervisor = Supervisor(plan.forwards.values(), loader, emit=fan_out(emit, changes))
+    watch = Watch()
+    supervisor = Supervisor(plan.forwards.values(), loader, emit=fan_out(emit, watch))
     output_closed.attach(supervisor.request_stop)
-    async with observing(plan, supervisor, emit, changes):
+    async with observing(plan, supervisor, emit, watch):
         if isinstance(loader, ForwardAccess):
             async with loader.cache.renewing_in_background():
                 return await supervisor.run()
