@@ -132,7 +132,7 @@ def _local(lines: list[dict[str, Any]], name: str) -> int:
     )
 
 
-async def test_wait_restart_and_down_reach_a_foreground_up(
+async def test_wait_logs_restart_and_down_reach_a_foreground_up(
     sandbox: Sandbox, runtime: Path, tmp_path: Path
 ) -> None:
     file = write_project(tmp_path / "fc", "fc", TWO)
