@@ -431,8 +431,8 @@ async def call(paths: ProjectPaths, op: str, **args: Any) -> Any:
 
 async def connect_running(paths: ProjectPaths) -> ControlClient:
     """``connect`` to the project's daemon or, when none runs, its foreground ``up``
-    (which answers info, ps, subscribe, wait, restart and down): a project is running
-    whichever way it was started. ``NotRunning`` names the daemon."""
+    (which answers info, ps, subscribe, wait, logs, restart and down): a project is
+    running whichever way it was started. ``NotRunning`` names the daemon."""
     try:
         return await connect(paths)
     except NotRunning:

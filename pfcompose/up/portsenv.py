@@ -5,9 +5,8 @@ toolchain which port was chosen. The file is derived from events alone — a
 ``listening`` event adds a port, a forward's ``stopped`` event removes its ports,
 the project's ``stopping`` removes the file (its listeners are closing) — so the
 foreground ``up`` and the daemon feed it the same way, and the file is gone before
-``down`` returns. Each change rewrites
-the whole file atomically (temp file + rename): a reader sees the old or the new
-file, never half of one.
+``down`` returns. Each change rewrites the whole file atomically (temp file +
+rename): a reader sees the old or the new file, never half of one.
 """
 
 from __future__ import annotations
