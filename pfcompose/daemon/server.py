@@ -42,7 +42,7 @@ from pfcompose.daemon.control import (
     serve,
 )
 from pfcompose.daemon.eventlog import EventLog, EventLogFile, answer_logs
-from pfcompose.daemon.status import status_record
+from pfcompose.daemon.status import in_file_order, status_records
 from pfcompose.kube.cache import Evaluator, evaluate_in_subprocess
 from pfcompose.platform import O_CLOEXEC, ipc
 from pfcompose.platform.process import detach_options
@@ -145,19 +145,10 @@ class Daemon:
         return {forward.spec.name: forward.spec for forward in self.supervisor.forwards}
 
     def records(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
-        specs = self._specs()
-        rank = {name: index for index, name in enumerate(self.order)}
-        statuses = sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
-        now = time.time()
-        return [
-            status_record(status, specs.get(status.name), now=now)
-            for status in statuses
-            if not names or status.name in names
-        ]
+        return status_records(self._ordered(), self._specs(), names)
 
     def _ordered(self) -> list[ForwardStatus]:
-        rank = {name: index for index, name in enumerate(self.order)}
-        return sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
+        return in_file_order(self.supervisor.statuses, self.order)
 
     def snapshot(self, names: Sequence[str] = ()) -> dict[str, Any]:
         """Every forward's counters (what metrics render and ``subscribe`` pushes)."""

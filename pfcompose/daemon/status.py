@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # importing forward.py pulls in the kubernetes package: slow for `ps`
@@ -25,6 +25,7 @@ __all__ = [
     "format_duration",
     "gave_up",
     "health_text",
+    "in_file_order",
     "is_ready",
     "not_ready_line",
     "render",
@@ -33,6 +34,7 @@ __all__ = [
     "render_rich",
     "state_text",
     "status_record",
+    "status_records",
 ]
 
 Record = dict[str, Any]
@@ -112,6 +114,27 @@ def status_record(
 
 
 # -- formatting pieces ---------------------------------------------------------------
+
+
+def status_records(
+    statuses: Iterable[ForwardStatus],
+    specs: Mapping[str, ForwardSpec],
+    names: Sequence[str] = (),
+) -> list[Record]:
+    """:func:`status_record` of each forward (only those named, if any), at one ``now``:
+    what ``ps`` and ``wait`` answer, from the daemon or a foreground ``up``."""
+    now = time.time()
+    return [
+        status_record(status, specs.get(status.name), now=now)
+        for status in statuses
+        if not names or status.name in names
+    ]
+
+
+def in_file_order(statuses: Iterable[ForwardStatus], order: Iterable[str]) -> list[ForwardStatus]:
+    """``statuses`` in the order the file names the forwards (others last)."""
+    rank = {name: index for index, name in enumerate(order)}
+    return sorted(statuses, key=lambda s: rank.get(s.name, len(rank)))
 
 
 def format_bytes(count: int) -> str:

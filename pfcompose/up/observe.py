@@ -196,18 +196,14 @@ class ForegroundControl:
         return {forward.spec.name: forward.spec for forward in self.supervisor.forwards}
 
     def _statuses(self) -> list[ForwardStatus]:
-        rank = {name: index for index, name in enumerate(self.plan.forwards)}
-        return sorted(self.supervisor.statuses, key=lambda s: rank.get(s.name, len(rank)))
+        from pfcompose.daemon.status import in_file_order
+
+        return in_file_order(self.supervisor.statuses, self.plan.forwards)
 
     def _records(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
-        from pfcompose.daemon.status import status_record
+        from pfcompose.daemon.status import status_records
 
-        specs, now = self._specs(), time.time()
-        return [
-            status_record(status, specs.get(status.name), now=now)
-            for status in self._statuses()
-            if not names or status.name in names
-        ]
+        return status_records(self._statuses(), self._specs(), names)
 
     def _check(self, names: Sequence[str]) -> None:
         from pfcompose.daemon.control import ControlError
