@@ -230,9 +230,10 @@ class SpdyStream(trio.abc.HalfCloseableStream):
     # ------------------------------------------------------------------ the session's interface
     # Called by the reader right after the core applied a frame to the record.
 
-    def on_data(self, data: bytes, fin: bool) -> int:
-        """Buffer received ``data`` (the FIN, if any, is already in the record) and wake
-        the reader; returns the bytes now buffered (the session checks its limit)."""
+    def on_data(self, data: bytes) -> int:
+        """Buffer received ``data`` and wake the reader (a FIN that came with it is
+        already in the record); returns the bytes now buffered (the session checks
+        its limit)."""
         if data and not self._closed:
             self._chunks.append(data)
             n = len(data)
@@ -832,10 +833,9 @@ class SpdySession:
             if isinstance(event, DataReceived):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
-                    fin = event.fin
-                    if stream.on_data(event.data, fin) >= limit:
+                    if stream.on_data(event.data) >= limit:
                         self._full.add(stream)
-                    if fin:
+                    if event.fin:
                         self._forget_if_done(stream)
             elif isinstance(event, StreamOpened):
                 self._on_opened(event)
@@ -867,7 +867,7 @@ class SpdySession:
         spdystream), which the record already says: wake the reader to see it."""
         stream = self._streams.get(event.stream_id)
         if stream is not None and event.fin:
-            stream.on_data(b"", True)
+            stream.on_data(b"")  # no bytes: wakes the reader to see the FIN
             self._forget_if_done(stream)
 
     def _on_reset_received(self, event: StreamResetReceived) -> None:
